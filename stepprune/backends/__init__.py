@@ -1,0 +1,49 @@
+"""Generation backends: one interface, per-engine modules imported lazily.
+
+A backend turns token-id prompts into completions with per-token entropies. ``hf`` computes
+the exact full-vocabulary entropy; ``vllm`` returns a top-k estimate with bounds, which
+``rescore`` can turn into exact values by a teacher-forced pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Completion:
+    """One generated sequence; all lists are aligned with ``token_ids``."""
+
+    token_ids: list[int]
+    entropies: list[float]
+    logprobs: list[float]
+    finish_reason: str  # "stop" | "length"
+    entropy_source: str  # "exact" | "topk"
+    entropy_lower: list[float] | None = None
+    entropy_upper: list[float] | None = None
+    tail_mass: list[float] | None = None
+    topk: int | None = None
+
+
+@dataclass
+class SamplingSpec:
+    """What every backend needs to sample; ``greedy`` overrides temperature and top_p."""
+
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 1024
+    greedy: bool = False
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def load_backend(name: str, model_path: str, **options):
+    if name == "hf":
+        from stepprune.backends.hf import HFBackend
+
+        return HFBackend(model_path, **options)
+    if name == "vllm":
+        from stepprune.backends.vllm import VLLMBackend
+
+        return VLLMBackend(model_path, **options)
+    raise ValueError(f"unknown backend {name!r}; known: hf, vllm")

@@ -1,0 +1,158 @@
+"""The ``stepprune`` command line: thin typer commands that build a config, run a stage, report.
+
+Heavy libraries (torch, transformers, vLLM) are imported inside the stages, never here, so
+``stepprune --help`` stays instant. Every option overrides the ``--recipe`` YAML, and
+``--set key=value`` (YAML value) reaches any config field without a dedicated flag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Step-entropy chain-of-thought compression: generate, score, prune, eval, sft, grpo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+RecipeOpt = typer.Option(None, "--recipe", "-r", help="YAML recipe in pipelines/; flags override.")
+SetOpt = typer.Option(None, "--set", help="Any config field: --set key=value (YAML value).")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _parse_sets(sets: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _not_landed(command: str, issue: int) -> None:
+    typer.secho(
+        f"`stepprune {command}` is not implemented yet (issue #{issue}); it produces no output.",
+        fg=typer.colors.YELLOW,
+        err=True,
+    )
+    raise typer.Exit(2)
+
+
+@app.command()
+def generate(
+    problems: str = typer.Option(None, help="Built-in set name, a JSONL/Parquet file, or hub:id."),
+    out: Path = typer.Option(None, help="Output directory of generations shards."),
+    model: str = typer.Option(None, help="Model path or id; default: embedded SmolLM2-135M."),
+    backend: str = typer.Option(None, help="hf (exact entropy) or vllm (top-k + bounds)."),
+    data_dir: str = typer.Option(None, help="Where built-in sets live (or $STEPPRUNE_DATA_DIR)."),
+    limit: int = typer.Option(None, help="Use only the first N problems."),
+    n_samples: int = typer.Option(None, help="Samples per problem."),
+    greedy: bool = typer.Option(None, "--greedy/--sample", help="Greedy decoding."),
+    temperature: float = typer.Option(None),
+    top_p: float = typer.Option(None),
+    max_new_tokens: int = typer.Option(None),
+    batch_size: int = typer.Option(None),
+    seed: int = typer.Option(None),
+    dtype: str = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
+    num_shards: int = typer.Option(None, help="Split the problems N ways (multi-GPU/node)."),
+    shard_index: int = typer.Option(None, help="Which split this process runs."),
+    rescore: bool = typer.Option(None, "--rescore/--no-rescore", help="Exact entropy after vllm."),
+    problem_field: str = typer.Option(None),
+    answer_field: str = typer.Option(None),
+    id_field: str = typer.Option(None),
+    recipe: Path = RecipeOpt,
+    sets: list[str] = SetOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Generate chains of thought with per-token entropy and steps into Parquet shards."""
+    flags = {k: v for k, v in locals().items() if k not in ("recipe", "sets", "verbose")}
+    _setup_logging(verbose)
+    from stepprune.config import build_config
+    from stepprune.stages.generate import GenerateConfig
+
+    try:
+        cfg = build_config(GenerateConfig, recipe, **{**flags, **_parse_sets(sets)})
+        if cfg.out is not None:
+            cfg.out = str(cfg.out)
+        from stepprune.stages.generate import run
+        from stepprune.summary import format_summary
+
+        summary = run(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(format_summary(summary))
+    typer.echo(f"shards: {cfg.out}")
+
+
+@app.command()
+def problems(
+    name: str = typer.Argument(None, help="Show this set; omit to list the built-in sets."),
+    data_dir: str = typer.Option(None),
+    limit: int = typer.Option(3),
+) -> None:
+    """List the built-in problem sets, or show the first problems of one."""
+    from stepprune import data
+
+    if name is None:
+        for n in data.builtin_names():
+            typer.echo(n)
+        return
+    try:
+        for p in data.load_problems(name, data_dir=data_dir, limit=limit):
+            typer.echo(json.dumps(p.__dict__, ensure_ascii=False))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def prune() -> None:
+    """Prune the lowest-entropy steps into [SKIP] training data (issue #4)."""
+    _not_landed("prune", 4)
+
+
+@app.command(
+    name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def eval_() -> None:
+    """Answer from pruned chains of thought across kappa and strategies (issue #5)."""
+    _not_landed("eval", 5)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sft() -> None:
+    """Supervised fine-tuning on pruned chains of thought (issue #6)."""
+    _not_landed("sft", 6)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def grpo() -> None:
+    """GRPO with the four-part skip/length reward (issue #7)."""
+    _not_landed("grpo", 7)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Every Parquet schema stepprune writes, with its name and version, and the checks around them.
+
+This module owns the on-disk contract that other projects load. A schema carries
+``stepprune.schema`` and ``stepprune.schema_version`` in its Arrow metadata; writers validate rows
+before Arrow sees them (pyarrow silently fills a missing key with null), and readers refuse a file
+whose name or version differs. Column meanings are documented in data/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+NAME_KEY = b"stepprune.schema"
+VERSION_KEY = b"stepprune.schema_version"
+
+
+class SchemaError(ValueError):
+    """A row or a file does not match the schema it claims or is expected to have."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A named, versioned Arrow schema plus which columns must be present and non-null."""
+
+    name: str
+    version: int
+    arrow: pa.Schema
+    key: tuple[str, ...]
+
+    def with_metadata(self) -> pa.Schema:
+        return self.arrow.with_metadata(
+            {NAME_KEY: self.name.encode(), VERSION_KEY: str(self.version).encode()}
+        )
+
+    @property
+    def required(self) -> list[str]:
+        return [f.name for f in self.arrow if not f.nullable]
+
+
+STEP_TYPE = pa.struct(
+    [
+        pa.field("index", pa.int32(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("char_start", pa.int32(), nullable=False),
+        pa.field("char_end", pa.int32(), nullable=False),
+        pa.field("token_start", pa.int32(), nullable=False),
+        pa.field("token_end", pa.int32(), nullable=False),
+        pa.field("n_tokens", pa.int32(), nullable=False),
+        pa.field("entropy_sum", pa.float32(), nullable=False),
+        pa.field("entropy_mean", pa.float32(), nullable=False),
+        pa.field("is_skip", pa.bool_(), nullable=False),
+    ]
+)
+
+
+def _f(name: str, typ: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, typ, nullable=nullable)
+
+
+GENERATIONS = Schema(
+    name="generations",
+    version=1,
+    key=("problem_id", "sample_index"),
+    arrow=pa.schema(
+        [
+            _f("problem_id", pa.string()),
+            _f("sample_index", pa.int32()),
+            _f("source", pa.string()),
+            _f("problem", pa.string()),
+            _f("gold_answer", pa.string()),
+            _f("prompt", pa.string()),
+            _f("prompt_token_ids", pa.list_(pa.int32())),
+            _f("completion", pa.string()),
+            _f("think_format", pa.string()),
+            _f("thinking", pa.string()),
+            _f("answer_text", pa.string()),
+            _f("thinking_char_start", pa.int32()),
+            _f("thinking_char_end", pa.int32()),
+            _f("answer_char_start", pa.int32()),
+            _f("token_ids", pa.list_(pa.int32())),
+            _f("token_entropies", pa.list_(pa.float32())),
+            _f("token_logprobs", pa.list_(pa.float32())),
+            _f("token_entropy_lower", pa.list_(pa.float32()), nullable=True),
+            _f("token_entropy_upper", pa.list_(pa.float32()), nullable=True),
+            _f("token_tail_mass", pa.list_(pa.float32()), nullable=True),
+            _f("entropy_source", pa.string()),
+            _f("entropy_topk", pa.int32(), nullable=True),
+            _f("n_tokens", pa.int32()),
+            _f("n_thinking_tokens", pa.int32()),
+            _f("steps", pa.list_(STEP_TYPE)),
+            _f("n_steps", pa.int32()),
+            _f("step_pattern", pa.string()),
+            _f("extracted_answer", pa.string(), nullable=True),
+            _f("correct", pa.bool_()),
+            _f("finish_reason", pa.string()),
+            _f("model", pa.string()),
+            _f("backend", pa.string()),
+            _f("seed", pa.int64()),
+            _f("sampling", pa.string()),
+            _f("versions", pa.string()),
+            _f("created_at", pa.string()),
+        ]
+    ),
+)
+
+SCHEMAS: dict[str, Schema] = {s.name: s for s in (GENERATIONS,)}
+ENTROPY_SOURCES = ("exact", "topk", "rescored")
+FINISH_REASONS = ("stop", "length")
+
+
+def validate_rows(rows: list[dict], schema: Schema, origin: str = "<rows>") -> None:
+    """Raise SchemaError naming row and column for a missing, null or unknown column, or NaN."""
+    names = set(schema.arrow.names)
+    required = schema.required
+    float_lists = [
+        f.name
+        for f in schema.arrow
+        if pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type)
+    ]
+    for i, row in enumerate(rows):
+        for col in required:
+            if row.get(col) is None:
+                raise SchemaError(f"{origin}: row {i}: column '{col}' is missing or null")
+        extra = set(row) - names
+        if extra:
+            raise SchemaError(f"{origin}: row {i}: unknown columns {sorted(extra)}")
+        for col in float_lists:
+            values = row.get(col)
+            if values is not None and any(math.isnan(v) for v in values):
+                raise SchemaError(f"{origin}: row {i}: column '{col}' holds NaN")
+
+
+def to_table(rows: list[dict], schema: Schema, origin: str = "<rows>") -> pa.Table:
+    validate_rows(rows, schema, origin)
+    return pa.Table.from_pylist(rows, schema=schema.with_metadata())
+
+
+def identify(arrow_schema: pa.Schema) -> tuple[str | None, int | None]:
+    meta = arrow_schema.metadata or {}
+    name = meta.get(NAME_KEY)
+    version = meta.get(VERSION_KEY)
+    return (name.decode() if name else None, int(version) if version else None)
+
+
+def check_file_schema(arrow_schema: pa.Schema, expected: Schema, path: str | Path) -> None:
+    """Refuse a file that is not a stepprune ``expected`` file of the same version."""
+    name, version = identify(arrow_schema)
+    if name is None:
+        raise SchemaError(
+            f"{path}: not a stepprune file (no '{NAME_KEY.decode()}' metadata); "
+            f"expected a '{expected.name}' v{expected.version} shard"
+        )
+    if name != expected.name:
+        raise SchemaError(f"{path}: is a '{name}' file, expected '{expected.name}'")
+    if version != expected.version:
+        raise SchemaError(
+            f"{path}: '{name}' schema version {version}, this stepprune reads "
+            f"version {expected.version}"
+        )
+    missing = [n for n in expected.arrow.names if n not in arrow_schema.names]
+    if missing:
+        raise SchemaError(f"{path}: columns {missing} are missing")

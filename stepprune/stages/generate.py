@@ -1,0 +1,164 @@
+"""The generate stage: problems -> chains of thought with per-token entropy -> generations shards.
+
+Resumable by construction: the (problem_id, sample_index) keys already present in the output
+directory are skipped, shards appear atomically, and buffered rows are flushed at least every
+``flush_seconds``, so a SIGKILL loses at most that much work and never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from stepprune.steps import DEFAULT_STEP_PATTERN
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = (
+    "{problem}\n\nPlease reason step by step, separating the steps with blank lines, "
+    "and put your final answer within \\boxed{{}}."
+)
+
+
+@dataclass
+class GenerateConfig:
+    problems: str = "mawps_singleop"
+    out: str = "runs/generate"
+    model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
+    backend: str = "hf"  # hf | vllm
+    data_dir: str | None = None
+    problem_field: str | None = None
+    answer_field: str | None = None
+    id_field: str | None = None
+    limit: int | None = None
+    skip_bad: bool = False
+    n_samples: int = 1
+    greedy: bool = False
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 1024
+    seed: int = 0
+    batch_size: int = 8
+    dtype: str = "auto"
+    prompt_template: str = DEFAULT_PROMPT
+    system_prompt: str | None = None
+    step_pattern: str = DEFAULT_STEP_PATTERN
+    rows_per_shard: int = 1000
+    flush_seconds: float = 60.0
+    num_shards: int = 1
+    shard_index: int = 0
+    rescore: bool = False  # after a top-k backend, replace entropies by exact teacher-forced ones
+    grade_timeout: float = 5.0
+    sampling_kwargs: dict = field(default_factory=dict)  # passed to GenerationConfig/SamplingParams
+    engine_kwargs: dict = field(default_factory=dict)  # passed to from_pretrained / vllm.LLM
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"--shard-index {self.shard_index} not in [0, {self.num_shards})")
+        if self.n_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("n_samples, batch_size and max_new_tokens must be >= 1")
+
+
+def render_prompt(tokenizer, cfg: GenerateConfig, problem_text: str) -> tuple[str, list[int]]:
+    messages = [{"role": "user", "content": cfg.prompt_template.format(problem=problem_text)}]
+    if cfg.system_prompt:
+        messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return text, tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def pending_items(cfg: GenerateConfig, problems, done: set[tuple]) -> list[tuple]:
+    """(problem, sample_index) pairs of this shard that the output does not hold yet."""
+    mine = [p for i, p in enumerate(problems) if i % cfg.num_shards == cfg.shard_index]
+    return [(p, s) for p in mine for s in range(cfg.n_samples) if (p.id, s) not in done]
+
+
+def sampling_spec(cfg: GenerateConfig, batch_seed: int):
+    from stepprune.backends import SamplingSpec
+
+    return SamplingSpec(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        greedy=cfg.greedy,
+        seed=batch_seed,
+        extra=dict(cfg.sampling_kwargs),
+    )
+
+
+def run(cfg: GenerateConfig) -> dict:
+    from tqdm.auto import tqdm
+
+    from stepprune.backends import load_backend
+    from stepprune.data import load_problems
+    from stepprune.models import model_label, resolve_model
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import ShardWriter, existing_keys
+    from stepprune.summary import summarize_generations
+    from stepprune.trajectory import RunInfo, build_row, package_versions
+
+    problems = load_problems(
+        cfg.problems, data_dir=cfg.data_dir, problem_field=cfg.problem_field,
+        answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit,
+        skip_bad=cfg.skip_bad,
+    )  # fmt: skip
+    items = pending_items(cfg, problems, existing_keys(cfg.out, GENERATIONS))
+    log.info("%d problems, %d (problem, sample) items to generate", len(problems), len(items))
+    if items:
+        backend = load_backend(
+            cfg.backend, resolve_model(cfg.model), dtype=cfg.dtype, **cfg.engine_kwargs
+        )
+        info = RunInfo(
+            model=model_label(cfg.model), backend=cfg.backend,
+            sampling=_sampling_record(cfg, backend), step_pattern=cfg.step_pattern,
+            versions=package_versions("vllm" if cfg.backend == "vllm" else "accelerate"),
+            grade_timeout=cfg.grade_timeout,
+        )  # fmt: skip
+        tag = f"{cfg.shard_index:03d}of{cfg.num_shards:03d}"
+        writer = ShardWriter(cfg.out, GENERATIONS, rows_per_shard=cfg.rows_per_shard, tag=tag,
+                             flush_seconds=cfg.flush_seconds)  # fmt: skip
+        bar = tqdm(total=len(items), unit="problem", desc="generate", dynamic_ncols=True)
+        started, n_tok = time.monotonic(), 0
+        with writer:
+            for start in range(0, len(items), cfg.batch_size):
+                batch = items[start : start + cfg.batch_size]
+                rows = _generate_batch(cfg, backend, batch, info, build_row, render_prompt)
+                writer.write(rows)
+                writer.maybe_flush()
+                n_tok += sum(r["n_tokens"] for r in rows)
+                bar.update(len(batch))
+                bar.set_postfix(tok_s=f"{n_tok / (time.monotonic() - started):.1f}")
+        bar.close()
+    return summarize_generations(cfg.out)
+
+
+def _sampling_record(cfg: GenerateConfig, backend) -> dict:
+    keys = ("greedy", "temperature", "top_p", "max_new_tokens", "n_samples", "seed", "dtype")
+    record = {k: getattr(cfg, k) for k in keys}
+    record.update(sampling_kwargs=cfg.sampling_kwargs, prompt_template=cfg.prompt_template,
+                  system_prompt=cfg.system_prompt, batch_size=cfg.batch_size,
+                  rescore=cfg.rescore)  # fmt: skip
+    record.update(getattr(backend, "provenance", dict)())
+    return record
+
+
+def _generate_batch(cfg, backend, batch, info, build_row, render_prompt) -> list[dict]:
+    prompts = [render_prompt(backend.tokenizer, cfg, p.problem) for p, _ in batch]
+    # The batch seed depends only on the first item, so a resumed run samples its batches the
+    # same way a fresh run with the same batch composition would.
+    first_problem, first_sample = batch[0]
+    seed = cfg.seed * 1_000_003 + abs(hash_id(first_problem.id)) % 1_000_003 + first_sample
+    comps = backend.generate([ids for _, ids in prompts], sampling_spec(cfg, seed))
+    if cfg.rescore and comps and comps[0].entropy_source != "exact":
+        comps = backend.rescore([ids for _, ids in prompts], comps)
+    return [
+        build_row(p, s, text, ids, c, backend.tokenizer, backend.stop_ids, info, seed)
+        for (p, s), (text, ids), c in zip(batch, prompts, comps, strict=True)
+    ]
+
+
+def hash_id(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode())

@@ -1,0 +1,169 @@
+"""Reasoning steps: the thinking/answer split, step splitting by characters, and token spans.
+
+Steps are found in *text*, never by matching token strings, so tokenizers that merge the blank
+line into neighbouring tokens (``.\\n\\n``, ``\\n\\nThe``) split the same way as any other.
+
+Rules (documented in README "Steps"):
+- Thinking part: with ``<think>``/``</think>`` in the completion (or a prompt that opens
+  ``<think>``), the text before ``</think>``; cut off before ``</think>``, all of it.
+  Without think tags (instruct models): everything before the paragraph holding the last
+  ``\\boxed``; with no ``\\boxed``, everything before the last paragraph.
+- A step is the whitespace-stripped text between separators (default: a blank line); empty
+  segments make no step. A segment that is exactly ``[SKIP]`` is a skipped step with no text.
+- Token assignment: a token belongs to the step that contains its first non-separator
+  character, i.e. step k starts at the token holding step k's first character; tokens before
+  the first step belong to step 0, and separator-only tokens belong to the step before them.
+  The steps' token spans therefore partition the thinking tokens exactly.
+- A token straddling the end of the thinking part belongs to the answer part.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+
+DEFAULT_STEP_PATTERN = r"\n\s*\n"
+SKIP_TOKEN = "[SKIP]"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+@dataclass(frozen=True)
+class ThinkingSplit:
+    think_format: str  # "think_tags" | "final_paragraph"
+    thinking_start: int
+    thinking_end: int
+    answer_start: int
+
+
+def split_thinking(
+    completion: str, step_pattern: str = DEFAULT_STEP_PATTERN, think_open: bool = False
+) -> ThinkingSplit:
+    """Where thinking and answer lie; ``think_open``: the prompt already opened ``<think>``."""
+    close = completion.find(THINK_CLOSE)
+    opening = completion.find(THINK_OPEN, 0, close if close >= 0 else len(completion))
+    start = opening + len(THINK_OPEN) if opening >= 0 else 0
+    if close >= 0:
+        return ThinkingSplit("think_tags", start, close, close + len(THINK_CLOSE))
+    if think_open or opening >= 0:
+        # A reasoning model cut off before </think>: all of it is thinking, no answer.
+        n = len(completion)
+        return ThinkingSplit("think_tags", start, n, n)
+    boxed = completion.rfind("\\boxed")
+    # The answer paragraph must start at or before the last \boxed, or hold real text.
+    limit = boxed if boxed >= 0 else len(completion.rstrip()) - 1
+    seps = [m for m in re.finditer(step_pattern, completion) if m.end() <= limit]
+    if not seps:
+        return ThinkingSplit("final_paragraph", 0, 0, 0)
+    return ThinkingSplit("final_paragraph", 0, seps[-1].start(), seps[-1].end())
+
+
+def split_steps(
+    text: str, start: int = 0, end: int | None = None, pattern: str = DEFAULT_STEP_PATTERN
+) -> list[tuple[int, int]]:
+    """Char spans (in ``text``) of the non-empty, whitespace-stripped steps of text[start:end]."""
+    end = len(text) if end is None else end
+    spans, pos = [], start
+    bounds = [(m.start(), m.end()) for m in re.compile(pattern).finditer(text, start, end)]
+    for seg_start, seg_end in [(pos, bounds[0][0] if bounds else end)] + [
+        (b[1], bounds[i + 1][0] if i + 1 < len(bounds) else end) for i, b in enumerate(bounds)
+    ]:
+        seg = text[seg_start:seg_end]
+        stripped = seg.strip()
+        if stripped:
+            lead = len(seg) - len(seg.lstrip())
+            spans.append((seg_start + lead, seg_start + lead + len(stripped)))
+    return spans
+
+
+def token_char_offsets(tokenizer, token_ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """Decode ``token_ids`` incrementally; return the text and each token's [start, end) chars.
+
+    A token that completes a multi-byte character owns it; tokens holding only a partial byte
+    sequence get an empty span. Special tokens decode as their text (``skip_special_tokens=False``).
+    """
+    text, offsets, window = "", [], 6
+    pending_from = 0
+    for i in range(len(token_ids)):
+        lo = max(0, pending_from - window)
+        prefix = tokenizer.decode(token_ids[lo:pending_from], skip_special_tokens=False)
+        full = tokenizer.decode(token_ids[lo : i + 1], skip_special_tokens=False)
+        if full.endswith("\ufffd") and i + 1 < len(token_ids):
+            offsets.append((len(text), len(text)))
+            continue
+        delta = full[len(prefix) :] if full.startswith(prefix) else full
+        offsets.append((len(text), len(text) + len(delta)))
+        text += delta
+        pending_from = i + 1
+    reference = tokenizer.decode(token_ids, skip_special_tokens=False)
+    if text != reference:
+        return _quadratic_offsets(tokenizer, token_ids)
+    return text, offsets
+
+
+def _quadratic_offsets(tokenizer, token_ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    # Exact but O(n^2): only for tokenizers whose windowed decode disagrees with a full decode.
+    offsets, prev = [], 0
+    for i in range(len(token_ids)):
+        n = len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=False).rstrip("\ufffd"))
+        n = max(n, prev)
+        offsets.append((prev, n))
+        prev = n
+    return tokenizer.decode(token_ids, skip_special_tokens=False), offsets
+
+
+def count_thinking_tokens(offsets: list[tuple[int, int]], thinking_end: int) -> int:
+    """Tokens lying wholly before ``thinking_end`` (a straddling token goes to the answer)."""
+    ends = [e for _, e in offsets]
+    return bisect.bisect_right(ends, thinking_end)
+
+
+def assign_tokens(
+    step_spans: list[tuple[int, int]], offsets: list[tuple[int, int]], n_thinking: int
+) -> list[tuple[int, int]]:
+    """Token spans of the steps; they partition range(n_thinking) (see module rules)."""
+    if not step_spans:
+        return []
+    ends = [e for _, e in offsets[:n_thinking]]
+    starts = [0] + [min(bisect.bisect_right(ends, c0), n_thinking) for c0, _ in step_spans[1:]]
+    bounds = starts + [n_thinking]
+    return [(bounds[k], max(bounds[k], bounds[k + 1])) for k in range(len(step_spans))]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    index: int
+    text: str
+    char_start: int
+    char_end: int
+    token_start: int
+    token_end: int
+    n_tokens: int
+    entropy_sum: float
+    entropy_mean: float
+    is_skip: bool
+
+
+def build_steps(
+    completion: str,
+    offsets: list[tuple[int, int]],
+    entropies: list[float],
+    split: ThinkingSplit,
+    pattern: str = DEFAULT_STEP_PATTERN,
+) -> tuple[list[StepRecord], int]:
+    """Steps of the thinking part with their token spans and entropy sums; and n_thinking."""
+    n_thinking = count_thinking_tokens(offsets, split.thinking_end)
+    spans = split_steps(completion, split.thinking_start, split.thinking_end, pattern)
+    token_spans = assign_tokens(spans, offsets, n_thinking)
+    steps = []
+    for k, ((c0, c1), (t0, t1)) in enumerate(zip(spans, token_spans, strict=True)):
+        total = float(sum(entropies[t0:t1]))
+        text = completion[c0:c1]
+        is_skip = text == SKIP_TOKEN
+        steps.append(
+            StepRecord(
+                k, "" if is_skip else text, c0, c1, t0, t1, t1 - t0, total,
+                total / (t1 - t0) if t1 > t0 else 0.0, is_skip,
+            )
+        )  # fmt: skip
+    return steps, n_thinking

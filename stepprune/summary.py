@@ -1,0 +1,60 @@
+"""End-of-run summaries: the figures a stage reports once it is done, read back from its shards.
+
+Summaries are computed from what is on disk (not from in-memory counters), so a resumed run
+reports on the whole output, and the figures always match what other projects will load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def summarize_generations(out_dir: str | Path) -> dict:
+    import pyarrow.compute as pc
+
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import read_table
+
+    cols = ["correct", "n_tokens", "n_thinking_tokens", "n_steps", "finish_reason",
+            "token_entropies", "entropy_source"]  # fmt: skip
+    table = read_table(out_dir, GENERATIONS, columns=cols)
+    n = table.num_rows
+    if n == 0:
+        return {"rows": 0}
+    ent = pc.list_flatten(table["token_entropies"]).to_numpy(zero_copy_only=False)
+    q = np.percentile(ent, [10, 50, 90]) if ent.size else [float("nan")] * 3
+    return {
+        "rows": n,
+        "accuracy": float(np.mean(table["correct"].to_numpy(zero_copy_only=False))),
+        "mean_tokens": float(pc.mean(table["n_tokens"]).as_py()),
+        "mean_thinking_tokens": float(pc.mean(table["n_thinking_tokens"]).as_py()),
+        "mean_steps": float(pc.mean(table["n_steps"]).as_py()),
+        "truncated": int(pc.sum(pc.equal(table["finish_reason"], "length")).as_py() or 0),
+        "entropy_sources": sorted(set(table["entropy_source"].to_pylist())),
+        "token_entropy": {
+            "mean": float(ent.mean()) if ent.size else float("nan"),
+            "p10": float(q[0]),
+            "p50": float(q[1]),
+            "p90": float(q[2]),
+        },
+    }
+
+
+def format_summary(summary: dict) -> str:
+    if not summary.get("rows"):
+        return "no rows"
+    te = summary["token_entropy"]
+    return "\n".join(
+        [
+            f"rows            {summary['rows']}",
+            f"accuracy        {summary['accuracy']:.3f}",
+            f"mean tokens     {summary['mean_tokens']:.1f} "
+            f"(thinking {summary['mean_thinking_tokens']:.1f}, truncated {summary['truncated']})",
+            f"mean steps      {summary['mean_steps']:.2f}",
+            f"token entropy   mean {te['mean']:.3f}  p10 {te['p10']:.3f}  "
+            f"p50 {te['p50']:.3f}  p90 {te['p90']:.3f} nats",
+            f"entropy source  {', '.join(summary['entropy_sources'])}",
+        ]
+    )

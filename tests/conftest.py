@@ -1,0 +1,96 @@
+"""Shared fixtures: an offline tiny Qwen2 model, the real data dir, and the embedded SmolLM2."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MATH = REPO.parent / "shared" / "data" / "math"
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+CORPUS = [
+    "Tom has 3 apples and buys 5 more. 3 + 5 = 8.\n\nSo the answer is \\boxed{8}.",
+    "First, compute the total.\n\nThen divide by 4: 12 / 4 = 3.\n\nThe final answer is 3.",
+    "Let x be the number of eggs. 2x = 10, so x = 5.\n\n<think>\n\n</think>\n\n[SKIP]",
+    "Über café naïve — 数学 ∑ ∫ √2 ≈ 1.414\n\n\n\nStep: (a+b)^2 = a^2 + 2ab + b^2.",
+]
+
+
+def make_tiny_model(path: Path, seed: int = 0) -> Path:
+    """A byte-level BPE tokenizer and a random 2-layer Qwen2 (hidden 64, head_dim 64)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        chat_template=CHAT_TEMPLATE,
+    )
+    vocab = (len(fast) + 63) // 64 * 64
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    # Larger-than-default logits make the random model's distributions non-uniform, so the
+    # entropy tests compare values that actually vary from token to token.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(15.0)
+    model.generation_config.eos_token_id = fast.eos_token_id
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("STEPPRUNE_DATA_DIR", SHARED_MATH))
+    if not (path / "README.md").exists():
+        pytest.skip(f"real benchmark data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from stepprune.models import embedded_gguf, resolve_model
+
+    try:
+        embedded_gguf()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    return Path(resolve_model(None))

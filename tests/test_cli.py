@@ -1,0 +1,79 @@
+"""The CLI: fast help without torch, honest refusals, recipes that load, clear input errors."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stepprune.config import ConfigError, build_config
+from stepprune.stages import config_class
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = (
+        "import sys, time; t = time.perf_counter()\n"
+        "from typer.testing import CliRunner\n"
+        "from stepprune.cli import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'generate' in r.output\n"
+        "heavy = [m for m in ('torch', 'transformers', 'vllm', 'datasets') if m in sys.modules]\n"
+        "print(heavy, time.perf_counter() - t)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    heavy, seconds = out.stdout.rsplit("]", 1)
+    assert heavy == "["
+    assert float(seconds) < 1.0
+
+
+@pytest.mark.parametrize("command,issue", [("prune", 4), ("eval", 5), ("sft", 6), ("grpo", 7)])
+def test_unlanded_commands_refuse(command, issue, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "stepprune.cli", command, "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"issue #{issue}" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_recipe_loads(recipe):
+    cls = config_class(recipe.name.split("_")[0])
+    cfg = build_config(cls, recipe)
+    import yaml
+
+    for key, value in yaml.safe_load(recipe.read_text()).items():
+        assert getattr(cfg, key) == value
+
+
+def test_flags_override_recipe_and_unknown_keys_fail(tmp_path):
+    recipe = REPO / "pipelines" / "generate_smollm2_cpu.yaml"
+    cls = config_class("generate")
+    cfg = build_config(cls, recipe, limit=3, temperature=None)
+    assert cfg.limit == 3 and cfg.temperature == 0.6
+    bad = tmp_path / "generate_bad.yaml"
+    bad.write_text("problems: gsm8k\ntemprature: 0.5\n")
+    with pytest.raises(ConfigError, match=r"unknown keys \['temprature'\].*known:"):
+        build_config(cls, bad)
+
+
+def test_generate_reports_bad_input_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?"}\n')
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "stepprune.cli", "generate", "--problems", str(bad),
+         "--out", str(tmp_path / "out"), "--model", "unused"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "bad.jsonl:2" in proc.stderr and "answer" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    assert time.perf_counter() - t < 60
