@@ -36,14 +36,19 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     texts = [
-        tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                tokenize=False)
+        tok.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+        )
         for p in (PROMPTS * args.batch)[: args.batch]
-    ]  # fmt: skip
+    ]
     batch = tok(texts, return_tensors="pt", padding=True, padding_side="left")
-    cfg = GenerationConfig(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                           do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id,
-                           eos_token_id=tok.eos_token_id)  # fmt: skip
+    cfg = GenerationConfig(
+        max_new_tokens=args.new_tokens,
+        min_new_tokens=args.new_tokens,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id or tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
 
     def once(with_entropy: bool) -> float:
         procs = [EntropyRecorder()] if with_entropy else []

@@ -48,8 +48,12 @@ def main() -> None:
     rows = {}
     for n in args.lengths:
         for mode in args.modes:
-            out = subprocess.run([sys.executable, "-c", CHILD, mode, str(n), str(args.batch)],
-                                 capture_output=True, text=True, check=True)  # fmt: skip
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, mode, str(n), str(args.batch)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows[(mode, n)] = r["peak_mb"] - r["loaded_mb"]
     print(f"peak RSS growth during generate (MB above the loaded model), batch {args.batch}")

@@ -105,6 +105,39 @@ def generate(
 
 
 @app.command()
+def score(
+    input: str = typer.Option(None, "--input", "-i", help="Generations shards or a CoT file."),
+    out: Path = typer.Option(None, help="Output directory of rescored generations shards."),
+    model: str = typer.Option(None, help="Scoring model; default: embedded SmolLM2-135M."),
+    dtype: str = typer.Option(None),
+    completion_field: str = typer.Option(None, help="CoT file: the completion text field."),
+    problem_field: str = typer.Option(None),
+    answer_field: str = typer.Option(None),
+    id_field: str = typer.Option(None),
+    recipe: Path = RecipeOpt,
+    sets: list[str] = SetOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Exact teacher-forced entropy for existing CoTs (a vLLM top-k run, or any CoT file)."""
+    flags = {k: v for k, v in locals().items() if k not in ("recipe", "sets", "verbose")}
+    _setup_logging(verbose)
+    from stepprune.config import build_config
+    from stepprune.stages.score import ScoreConfig
+
+    try:
+        cfg = build_config(ScoreConfig, recipe, **{**flags, **_parse_sets(sets)})
+        cfg.out = str(cfg.out)
+        from stepprune.stages.score import run
+        from stepprune.summary import format_summary
+
+        summary = run(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(format_summary(summary))
+    typer.echo(f"shards: {cfg.out}")
+
+
+@app.command()
 def problems(
     name: str = typer.Argument(None, help="Show this set; omit to list the built-in sets."),
     data_dir: str = typer.Option(None),

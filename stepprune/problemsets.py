@@ -174,44 +174,62 @@ BUILTINS: dict[str, ProblemSet] = {
     s.name: s
     for s in (
         ProblemSet(
-            "gsm8k", "gsm8k_test.jsonl", _GSM8K_ROWS,
+            "gsm8k",
+            "gsm8k_test.jsonl",
+            _GSM8K_ROWS,
             HubSource("openai/gsm8k", "test", _GSM8K_ROWS, config="main"),
         ),
         ProblemSet(
-            "gsm8k_train", "gsm8k_train.jsonl", _GSM8K_ROWS,
+            "gsm8k_train",
+            "gsm8k_train.jsonl",
+            _GSM8K_ROWS,
             HubSource("openai/gsm8k", "train", _GSM8K_ROWS, config="main"),
         ),
         ProblemSet(
-            "math500", "math500_test.jsonl", _MATH500_ROWS,
+            "math500",
+            "math500_test.jsonl",
+            _MATH500_ROWS,
             HubSource("HuggingFaceH4/MATH-500", "test", _MATH500_ROWS),
         ),
         ProblemSet(
-            "aime24", "aime24_test.jsonl", _AIME_ROWS,
+            "aime24",
+            "aime24_test.jsonl",
+            _AIME_ROWS,
             HubSource("HuggingFaceH4/aime_2024", "train", _AIME_ROWS),
         ),
         ProblemSet(
-            "amc23", "amc23_test.jsonl", RowMap(("problem",), "answer", id_field="id"),
+            "amc23",
+            "amc23_test.jsonl",
+            RowMap(("problem",), "answer", id_field="id"),
             HubSource("math-ai/amc23", "test", RowMap(("question",), "answer", id_field="id")),
         ),
         ProblemSet(
-            "minerva", "minerva_math_test.jsonl",
+            "minerva",
+            "minerva_math_test.jsonl",
             RowMap(("problem",), "solution", minerva_answer, "idx"),
             HubSource("math-ai/minervamath", "test", RowMap(("question",), "answer")),
         ),
         ProblemSet(
-            "olympiadbench", "olympiadbench_test.jsonl", _OLYMPIAD_ROWS,
+            "olympiadbench",
+            "olympiadbench_test.jsonl",
+            _OLYMPIAD_ROWS,
             HubSource("Hothan/OlympiadBench", "train", _OLYMPIAD_ROWS, "OE_TO_maths_en_COMP"),
         ),
         ProblemSet(
-            "svamp", "svamp_test.jsonl", _SVAMP_ROWS,
+            "svamp",
+            "svamp_test.jsonl",
+            _SVAMP_ROWS,
             HubSource("ChilleD/SVAMP", "train+test", _SVAMP_ROWS),
         ),
         ProblemSet(
-            "asdiv", "asdiv_test.jsonl",
+            "asdiv",
+            "asdiv_test.jsonl",
             RowMap(("body", "question"), "answer", asdiv_answer, "idx"),
             HubSource(
-                "EleutherAI/asdiv", "validation",
-                RowMap(("body", "question"), "answer", asdiv_answer), config="asdiv",
+                "EleutherAI/asdiv",
+                "validation",
+                RowMap(("body", "question"), "answer", asdiv_answer),
+                config="asdiv",
             ),
         ),
         _mawps("addsub"),
@@ -219,4 +237,4 @@ BUILTINS: dict[str, ProblemSet] = {
         _mawps("singleeq"),
         _mawps("singleop"),
     )
-}  # fmt: skip
+}

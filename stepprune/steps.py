@@ -162,8 +162,16 @@ def build_steps(
         is_skip = text == SKIP_TOKEN
         steps.append(
             StepRecord(
-                k, "" if is_skip else text, c0, c1, t0, t1, t1 - t0, total,
-                total / (t1 - t0) if t1 > t0 else 0.0, is_skip,
+                k,
+                "" if is_skip else text,
+                c0,
+                c1,
+                t0,
+                t1,
+                t1 - t0,
+                total,
+                total / (t1 - t0) if t1 > t0 else 0.0,
+                is_skip,
             )
-        )  # fmt: skip
+        )
     return steps, n_thinking

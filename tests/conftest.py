@@ -15,6 +15,11 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
 CORPUS = [
     "Tom has 3 apples and buys 5 more. 3 + 5 = 8.\n\nSo the answer is \\boxed{8}.",
     "First, compute the total.\n\nThen divide by 4: 12 / 4 = 3.\n\nThe final answer is 3.",
@@ -26,12 +31,20 @@ CORPUS = [
 def make_tiny_model(path: Path, seed: int = 0) -> Path:
     """A byte-level BPE tokenizer and a random 2-layer Qwen2 (hidden 64, head_dim 64)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # transformers rebuilds a qwen2 tokenizer with this exact pipeline (NFC, Qwen2's split regex,
+    # byte-level); training with it keeps tokenizer.json, AutoTokenizer and vLLM in agreement.
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=400,

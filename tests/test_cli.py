@@ -34,8 +34,10 @@ def test_help_is_fast_and_does_not_import_torch():
 def test_unlanded_commands_refuse(command, issue, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "stepprune.cli", command, "--out", str(tmp_path / "x")],
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert f"issue #{issue}" in proc.stderr
     assert list(tmp_path.iterdir()) == []
@@ -69,10 +71,21 @@ def test_generate_reports_bad_input_file(tmp_path):
     bad.write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?"}\n')
     t = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "stepprune.cli", "generate", "--problems", str(bad),
-         "--out", str(tmp_path / "out"), "--model", "unused"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "stepprune.cli",
+            "generate",
+            "--problems",
+            str(bad),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            "unused",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     assert "bad.jsonl:2" in proc.stderr and "answer" in proc.stderr
     assert not (tmp_path / "out").exists()

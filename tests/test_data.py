@@ -23,10 +23,20 @@ needs_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"no benchmark dat
 # The shared README gives MAWPS as 394/599/507/561, which is `wc -l`: those four files lack a
 # final newline, and each holds one row more (395/600/508/562 JSON objects).
 ROWS = {
-    "gsm8k": 1319, "gsm8k_train": 7473, "math500": 500, "aime24": 30, "amc23": 40,
-    "minerva": 272, "olympiadbench": 675, "svamp": 1000, "asdiv": 2215,
-    "mawps_addsub": 395, "mawps_multiarith": 600, "mawps_singleeq": 508, "mawps_singleop": 562,
-}  # fmt: skip
+    "gsm8k": 1319,
+    "gsm8k_train": 7473,
+    "math500": 500,
+    "aime24": 30,
+    "amc23": 40,
+    "minerva": 272,
+    "olympiadbench": 675,
+    "svamp": 1000,
+    "asdiv": 2215,
+    "mawps_addsub": 395,
+    "mawps_multiarith": 600,
+    "mawps_singleeq": 508,
+    "mawps_singleop": 562,
+}
 
 
 def _raw_rows(filename: str) -> list[dict]:

@@ -30,10 +30,18 @@ def problem_file(tmp_path):
 
 def _config(problem_file, model, out, **kw):
     base = dict(
-        problems=str(problem_file), problem_field="question", answer_field="gold", id_field="qid",
-        model=str(model), out=str(out), max_new_tokens=24, batch_size=4, temperature=1.0,
-        top_p=1.0, dtype="float32",
-    )  # fmt: skip
+        problems=str(problem_file),
+        problem_field="question",
+        answer_field="gold",
+        id_field="qid",
+        model=str(model),
+        out=str(out),
+        max_new_tokens=24,
+        batch_size=4,
+        temperature=1.0,
+        top_p=1.0,
+        dtype="float32",
+    )
     base.update(kw)
     return GenerateConfig(**base)
 
@@ -82,20 +90,47 @@ def test_bad_shard_index_is_an_error():
 
 def _cli(problem_file, model, out):
     return [
-        sys.executable, "-m", "stepprune.cli", "generate", "--problems", str(problem_file),
-        "--problem-field", "question", "--answer-field", "gold", "--id-field", "qid",
-        "--model", str(model), "--out", str(out), "--max-new-tokens", "24", "--batch-size", "2",
-        "--n-samples", "2", "--dtype", "float32", "--set", "rows_per_shard=2",
-        "--set", "flush_seconds=0",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "stepprune.cli",
+        "generate",
+        "--problems",
+        str(problem_file),
+        "--problem-field",
+        "question",
+        "--answer-field",
+        "gold",
+        "--id-field",
+        "qid",
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "24",
+        "--batch-size",
+        "2",
+        "--n-samples",
+        "2",
+        "--dtype",
+        "float32",
+        "--set",
+        "rows_per_shard=2",
+        "--set",
+        "flush_seconds=0",
+    ]
 
 
 def test_resume_after_sigkill(problem_file, tiny_model_dir, tmp_path):
     out = tmp_path / "gen"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for n_shards_before_kill in (1, 4):
-        proc = subprocess.Popen(_cli(problem_file, tiny_model_dir, out), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            _cli(problem_file, tiny_model_dir, out),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while len(shard_files(out) if out.exists() else []) < n_shards_before_kill:
             assert proc.poll() is None, "generate finished before it could be killed"

@@ -67,3 +67,14 @@ def test_seed_reproduces_samples(backend):
     b = backend.generate([prompt, prompt], spec)
     assert [o.token_ids for o in a] == [o.token_ids for o in b]
     assert a[0].token_ids != a[1].token_ids  # two samples of one prompt differ
+
+
+def test_teacher_forced_rescoring_matches_generation(backend):
+    from stepprune.rescore import teacher_forced
+
+    prompt = backend.tokenizer("Tom has 3 apples")["input_ids"]
+    out = backend.generate([prompt], SamplingSpec(max_new_tokens=30, temperature=1.0, seed=2))[0]
+    for chunk in (7, 256):  # chunking must not change the result
+        ent, lp = teacher_forced(backend.model, prompt, out.token_ids, chunk=chunk)
+        assert np.abs(np.array(ent) - np.array(out.entropies)).max() < 1e-4
+        assert np.abs(np.array(lp) - np.array(out.logprobs)).max() < 1e-4

@@ -55,8 +55,11 @@ def test_writer_rotates_and_keeps_manifest(tmp_path):
     with ShardWriter(tmp_path, TOY, rows_per_shard=4, tag="t") as w:
         w.write(rows(10))
     files = shard_files(tmp_path)
-    assert [f.name for f in files] == ["part-t-00000.parquet", "part-t-00001.parquet",
-                                       "part-t-00002.parquet"]  # fmt: skip
+    assert [f.name for f in files] == [
+        "part-t-00000.parquet",
+        "part-t-00001.parquet",
+        "part-t-00002.parquet",
+    ]
     assert [pq.read_metadata(f).num_rows for f in files] == [4, 4, 2]
     manifest = json.loads((tmp_path / "manifest-t.json").read_text())
     assert manifest["rows"] == 10 and manifest["schema"] == "toy"

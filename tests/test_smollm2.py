@@ -15,14 +15,22 @@ pytestmark = pytest.mark.slow
 def test_generate_on_real_model_and_problems(smollm2_dir, data_dir, tmp_path):
     out = tmp_path / "gen"
     cfg = GenerateConfig(
-        problems="mawps_singleop", data_dir=str(data_dir), limit=3, out=str(out),
-        max_new_tokens=48, batch_size=3, greedy=True, dtype="float32",
-    )  # fmt: skip
+        problems="mawps_singleop",
+        data_dir=str(data_dir),
+        limit=3,
+        out=str(out),
+        max_new_tokens=48,
+        batch_size=3,
+        greedy=True,
+        dtype="float32",
+    )
     summary = run(cfg)
     table = read_table(out, GENERATIONS).to_pylist()
     assert summary["rows"] == 3 and {r["problem_id"] for r in table} == {
-        "mawps_singleop-0", "mawps_singleop-1", "mawps_singleop-2"
-    }  # fmt: skip
+        "mawps_singleop-0",
+        "mawps_singleop-1",
+        "mawps_singleop-2",
+    }
     assert table[0]["gold_answer"] == "14.0"  # first MAWPS single-op row, target 14.0
     assert all(r["model"].startswith("smollm2-135m-instruct") for r in table)
 

@@ -94,8 +94,11 @@ def test_skip_steps_are_recognised():
     offsets = [(i, i + 1) for i in range(len(text))]
     steps, _ = build_steps(text, offsets, [0.5] * len(text), split_thinking(text + "</think>"))
     assert [(s.text, s.is_skip) for s in steps] == [
-        ("a", False), ("", True), ("", True), ("b", False)
-    ]  # fmt: skip
+        ("a", False),
+        ("", True),
+        ("", True),
+        ("b", False),
+    ]
 
 
 @settings(max_examples=200, deadline=None)

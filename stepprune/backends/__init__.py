@@ -23,6 +23,7 @@ class Completion:
     entropy_upper: list[float] | None = None
     tail_mass: list[float] | None = None
     topk: int | None = None
+    topk_logprobs: object = None  # [tokens, k] array from top-k engines; never written to shards
 
 
 @dataclass

@@ -9,6 +9,7 @@ import importlib
 # Recipe file names start with their stage: pipelines/generate_*.yaml fill GenerateConfig.
 CONFIGS = {
     "generate": "stepprune.stages.generate:GenerateConfig",
+    "score": "stepprune.stages.score:ScoreConfig",
 }
 
 

