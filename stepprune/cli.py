@@ -157,10 +157,47 @@ def problems(
         _fail(e)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def prune() -> None:
-    """Prune the lowest-entropy steps into [SKIP] training data (issue #4)."""
-    _not_landed("prune", 4)
+@app.command()
+def prune(
+    input: str = typer.Option(None, "--input", "-i", help="Generations shards (dir or file)."),
+    out: Path = typer.Option(None, help="Output directory of pruned shards."),
+    kappa: float = typer.Option(None, help="Fraction of steps to prune, in [0, 1]."),
+    strategy: str = typer.Option(None, help="low (paper) | high | random | token"),
+    score: str = typer.Option(None, help="Step score: sum (default) or mean of token entropies."),
+    budget: str = typer.Option(None, help="steps (floor(kappa*N) steps) or tokens."),
+    protect_ends: bool = typer.Option(None, "--protect-ends/--no-protect-ends"),
+    merge_skips: bool = typer.Option(None, "--merge-skips/--no-merge-skips"),
+    seed: int = typer.Option(None),
+    correct_only: bool = typer.Option(None, "--correct-only/--all"),
+    max_tokens: int = typer.Option(None, help="Drop CoTs longer than this many tokens."),
+    overwrite: bool = typer.Option(None, "--overwrite/--no-overwrite"),
+    recipe: Path = RecipeOpt,
+    sets: list[str] = SetOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Prune the lowest-entropy steps into [SKIP]-compressed, SFT-ready shards."""
+    flags = {k: v for k, v in locals().items() if k not in ("recipe", "sets", "verbose")}
+    _setup_logging(verbose)
+    from stepprune.config import build_config
+    from stepprune.stages.prune import PruneConfig
+
+    try:
+        cfg = build_config(PruneConfig, recipe, **{**flags, **_parse_sets(sets)})
+        cfg.out = str(cfg.out)
+        from stepprune.stages.prune import run
+
+        summary = run(cfg)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        _fail(e)
+    red = summary["token_reduction_pct"]
+    typer.echo(
+        f"rows            {summary['rows_out']} of {summary['rows_in']} "
+        f"(dropped: {summary['dropped_incorrect']} incorrect, {summary['dropped_long']} long)\n"
+        f"steps           {summary['mean_steps']:.2f} mean, {summary['mean_skipped']:.2f} skipped\n"
+        f"token reduction mean {red['mean']:.1f}%  p10 {red['p10']:.1f}%  "
+        f"p50 {red['p50']:.1f}%  p90 {red['p90']:.1f}%"
+    )
+    typer.echo(f"shards: {cfg.out}")
 
 
 @app.command(

@@ -45,6 +45,7 @@ STEP_TYPE = pa.struct(
     [
         pa.field("index", pa.int32(), nullable=False),
         pa.field("text", pa.string(), nullable=False),
+        pa.field("separator", pa.string(), nullable=False),
         pa.field("char_start", pa.int32(), nullable=False),
         pa.field("char_end", pa.int32(), nullable=False),
         pa.field("token_start", pa.int32(), nullable=False),
@@ -107,7 +108,41 @@ GENERATIONS = Schema(
     ),
 )
 
-SCHEMAS: dict[str, Schema] = {s.name: s for s in (GENERATIONS,)}
+PRUNED = Schema(
+    name="pruned",
+    version=1,
+    key=("problem_id", "sample_index"),
+    arrow=pa.schema(
+        [
+            _f("problem_id", pa.string()),
+            _f("sample_index", pa.int32()),
+            _f("source", pa.string()),
+            _f("problem", pa.string()),
+            _f("gold_answer", pa.string()),
+            _f("model", pa.string()),
+            _f("entropy_source", pa.string()),
+            _f("correct", pa.bool_()),
+            _f("original_thinking", pa.string()),
+            _f("compressed_thinking", pa.string()),
+            _f("answer_text", pa.string()),
+            _f("skip_mask", pa.list_(pa.bool_())),
+            _f("n_steps", pa.int32()),
+            _f("n_skipped", pa.int32()),
+            _f("original_thinking_tokens", pa.int32()),
+            _f("kept_thinking_tokens", pa.int32()),
+            _f("compression_ratio", pa.float32()),
+            _f("kappa", pa.float32()),
+            _f("strategy", pa.string()),
+            _f("score", pa.string()),
+            _f("budget", pa.string()),
+            _f("seed", pa.int64()),
+            _f("prompt", pa.string()),
+            _f("completion", pa.string()),
+        ]
+    ),
+)
+
+SCHEMAS: dict[str, Schema] = {s.name: s for s in (GENERATIONS, PRUNED)}
 ENTROPY_SOURCES = ("exact", "topk", "rescored")
 FINISH_REASONS = ("stop", "length")
 
@@ -164,3 +199,15 @@ def check_file_schema(arrow_schema: pa.Schema, expected: Schema, path: str | Pat
     missing = [n for n in expected.arrow.names if n not in arrow_schema.names]
     if missing:
         raise SchemaError(f"{path}: columns {missing} are missing")
+
+
+def validate_table(table: pa.Table, schema: Schema, origin: str = "<table>") -> pa.Table:
+    """Vectorised ``validate_rows`` for whole Arrow tables: columns, nulls, then a cast."""
+    missing = [n for n in schema.arrow.names if n not in table.column_names]
+    if missing:
+        raise SchemaError(f"{origin}: columns {missing} are missing")
+    for col in schema.required:
+        nulls = table.column(col).null_count
+        if nulls:
+            raise SchemaError(f"{origin}: column '{col}' has {nulls} null values")
+    return table.select(schema.arrow.names).cast(schema.with_metadata())

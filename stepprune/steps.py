@@ -134,6 +134,7 @@ def assign_tokens(
 class StepRecord:
     index: int
     text: str
+    separator: str  # the text between the previous step (or thinking start) and this one
     char_start: int
     char_end: int
     token_start: int
@@ -155,23 +156,14 @@ def build_steps(
     n_thinking = count_thinking_tokens(offsets, split.thinking_end)
     spans = split_steps(completion, split.thinking_start, split.thinking_end, pattern)
     token_spans = assign_tokens(spans, offsets, n_thinking)
-    steps = []
+    steps, prev_end = [], split.thinking_start
     for k, ((c0, c1), (t0, t1)) in enumerate(zip(spans, token_spans, strict=True)):
         total = float(sum(entropies[t0:t1]))
         text = completion[c0:c1]
         is_skip = text == SKIP_TOKEN
-        steps.append(
-            StepRecord(
-                k,
-                "" if is_skip else text,
-                c0,
-                c1,
-                t0,
-                t1,
-                t1 - t0,
-                total,
-                total / (t1 - t0) if t1 > t0 else 0.0,
-                is_skip,
-            )
-        )
+        mean = total / (t1 - t0) if t1 > t0 else 0.0
+        sep = completion[prev_end:c0]
+        body = "" if is_skip else text
+        steps.append(StepRecord(k, body, sep, c0, c1, t0, t1, t1 - t0, total, mean, is_skip))
+        prev_end = c1
     return steps, n_thinking

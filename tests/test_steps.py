@@ -143,3 +143,18 @@ def test_token_char_offsets_byte_level(tiny_model_dir):
         prefix = tok.decode(ids[: i + 1])
         if not prefix.endswith("\ufffd"):
             assert len(prefix) == offsets[i][1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "b c", "\n", "\n\n", " ", "\n \n", "[SKIP]", "x"]), max_size=30)
+)
+def test_separators_and_texts_rebuild_the_thinking(pieces):
+    text = "".join(pieces) + "</think>answer"
+    split = split_thinking(text)
+    offsets = [(i, i + 1) for i in range(len(text))]
+    steps, _ = build_steps(text, offsets, [0.0] * len(text), split)
+    body = "".join(s.separator + ("[SKIP]" if s.is_skip else s.text) for s in steps)
+    tail_start = steps[-1].char_end if steps else split.thinking_start
+    assert body + text[tail_start : split.thinking_end] == text[: split.thinking_end]
+    assert all(not s.separator.strip() for s in steps)  # separators are whitespace only

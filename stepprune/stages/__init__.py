@@ -10,6 +10,7 @@ import importlib
 CONFIGS = {
     "generate": "stepprune.stages.generate:GenerateConfig",
     "score": "stepprune.stages.score:ScoreConfig",
+    "prune": "stepprune.stages.prune:PruneConfig",
 }
 
 

@@ -1,0 +1,77 @@
+"""Dataset cards: the README.md written beside output shards (schema, provenance, figures)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_card(out_dir: Path, cfg, stats, inputs: list[Path]) -> None:
+    """README.md and manifest.json for a pruned dataset in ``out_dir``."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from stepprune.schema import PRUNED
+
+    summary = stats.summary()
+    sources = sorted({str(f.parent) for f in inputs})
+    models = set()
+    for f in inputs:
+        models.update(pq.read_table(f, columns=["model"]).column("model").unique().to_pylist())
+    ratio = np.concatenate(stats.ratios) if stats.ratios else np.zeros(0)
+    hist, edges = np.histogram(100 * (1 - ratio), bins=10, range=(0, 100))
+    bars = "\n".join(
+        f"| {edges[i]:.0f}–{edges[i + 1]:.0f}% | {hist[i]} |" for i in range(len(hist))
+    )
+    red = summary["token_reduction_pct"]
+    text = f"""---
+configs:
+- config_name: default
+  data_files: "*.parquet"
+---
+# stepprune pruned chains of thought
+
+Schema `{PRUNED.name}` v{PRUNED.version} (columns: data/README.md of stepprune).
+Made by `stepprune prune` from {", ".join(sources)} (models: {", ".join(sorted(models))}).
+
+| setting | value |
+|---|---|
+| kappa | {cfg.kappa} |
+| strategy | {cfg.strategy} |
+| step score | {cfg.score} |
+| budget | {cfg.budget} |
+| protect first/last step | {cfg.protect_ends} |
+| merge consecutive [SKIP] | {cfg.merge_skips} |
+| seed | {cfg.seed} |
+| correct only | {cfg.correct_only} |
+| max tokens | {cfg.max_tokens} |
+
+| count | value |
+|---|---|
+| trajectories in | {summary["rows_in"]} |
+| dropped: incorrect | {summary["dropped_incorrect"]} |
+| dropped: too long | {summary["dropped_long"]} |
+| rows out | {summary["rows_out"]} |
+| mean steps / skipped | {summary["mean_steps"]:.2f} / {summary["mean_skipped"]:.2f} |
+| thinking-token reduction, mean | {red["mean"]:.1f}% |
+| reduction p10 / p50 / p90 | {red["p10"]:.1f}% / {red["p50"]:.1f}% / {red["p90"]:.1f}% |
+
+Thinking-token reduction per row:
+
+| reduction | rows |
+|---|---|
+{bars}
+
+Load with `datasets.load_dataset("parquet", data_files="{out_dir.name}/*.parquet")` or
+`polars.read_parquet("{out_dir.name}/*.parquet")`. `prompt`/`completion` are SFT-ready.
+"""
+    (out_dir / "README.md").write_text(text)
+    files = sorted(out_dir.glob("*.parquet"))
+    manifest = {
+        "schema": PRUNED.name,
+        "schema_version": PRUNED.version,
+        "shards": [{"file": f.name, "rows": pq.read_metadata(f).num_rows} for f in files],
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "summary": summary,
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))

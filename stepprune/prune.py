@@ -1,0 +1,142 @@
+"""Step selection and [SKIP] compression, vectorised over whole shards with polars.
+
+Rules (README "Pruning"):
+- Rank a trajectory's N thinking steps by step entropy (``score``: sum or mean of token
+  entropies), lowest first for ``low`` (the paper), highest first for ``high``, by a seeded
+  hash for ``random``; ties go to the earlier step. Skip the first floor(kappa*N) of that order
+  (``budget="steps"``), or, with ``budget="tokens"``, every step whose cumulative token count in
+  that order stays within floor(kappa*T), T the steps' total tokens.
+- ``protect_ends`` keeps the first and last step out of the candidates (k <= N-2).
+- The compressed thinking keeps every separator and kept step verbatim and puts ``[SKIP]`` in
+  place of each pruned step (``merge_skips``: one ``[SKIP]`` per run of pruned steps), so
+  kappa=0 returns the original thinking exactly.
+- ``token`` strategy: the same number of thinking tokens as ``low`` removes, but chosen as the
+  lowest-entropy individual tokens (the paper's step-versus-token control); needs a tokenizer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+SKIP = "[SKIP]"
+STRATEGIES = ("low", "high", "random", "token")
+_EPS = 1e-9  # floor(0.29 * 100) must be 29, not 28
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    kappa: float = 0.8
+    strategy: str = "low"
+    score: str = "sum"
+    budget: str = "steps"
+    protect_ends: bool = False
+    merge_skips: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.kappa, int | float) and 0.0 <= self.kappa <= 1.0):
+            raise ValueError(f"kappa must be in [0, 1], got {self.kappa!r}")
+        for name, value, allowed in (
+            ("strategy", self.strategy, STRATEGIES),
+            ("score", self.score, ("sum", "mean")),
+            ("budget", self.budget, ("steps", "tokens")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def n_to_skip(kappa: float, n: int) -> int:
+    return math.floor(kappa * n + _EPS)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _order_key(steps: pl.DataFrame, spec: PruneSpec) -> pl.Series:
+    if spec.strategy == "random":
+        with np.errstate(over="ignore"):
+            row = steps["_rowhash"].to_numpy().astype(np.uint64)
+            idx = steps["index"].to_numpy().astype(np.uint64)
+            seed = _splitmix64(np.array([spec.seed], dtype=np.uint64))[0]
+            key = _splitmix64(_splitmix64(row ^ seed) + idx)
+        return pl.Series("_key", key >> np.uint64(11)).cast(pl.Float64)
+    score = steps["entropy_sum" if spec.score == "sum" else "entropy_mean"].cast(pl.Float64)
+    return (-score if spec.strategy == "high" else score).alias("_key")
+
+
+def select(steps: pl.DataFrame, spec: PruneSpec) -> pl.Series:
+    """Boolean skip mask for ``steps`` (one row per step: _r, index, n_tokens, scores...).
+
+    ``steps`` must be ordered by (_r, index); the mask is returned in that order.
+    """
+    if spec.strategy == "token":
+        spec = PruneSpec(**{**spec.__dict__, "strategy": "low"})
+    df = steps.select("_r", "index", "n_tokens").with_columns(
+        _key=_order_key(steps, spec), _pos=pl.int_range(pl.len())
+    )
+    n = pl.len().over("_r")
+    candidate = pl.lit(True)
+    if spec.protect_ends:
+        candidate = (pl.col("index") > pl.col("index").min().over("_r")) & (
+            pl.col("index") < pl.col("index").max().over("_r")
+        )
+    df = df.with_columns(_cand=candidate, _n=n)
+    # Non-candidates sort last; among equal keys the earlier step comes first.
+    ranked = df.sort(["_r", "_cand", "_key", "index"], descending=[False, True, False, False])
+    ranked = ranked.with_columns(_rank=pl.int_range(pl.len()).over("_r"))
+    if spec.budget == "steps":
+        k = ((pl.col("_n") * spec.kappa) + _EPS).floor().cast(pl.Int64)
+        if spec.protect_ends:
+            k = pl.min_horizontal(k, pl.col("_cand").sum().over("_r"))
+        skip = pl.col("_cand") & (pl.col("_rank") < k)
+    else:
+        total = pl.col("n_tokens").filter(pl.col("_cand")).sum().over("_r")
+        cap = ((total * spec.kappa) + _EPS).floor()
+        skip = pl.col("_cand") & (pl.col("n_tokens").cum_sum().over("_r") <= cap)
+    return ranked.with_columns(_skip=skip).sort("_pos")["_skip"]
+
+
+def compress(rows: pl.DataFrame, steps: pl.DataFrame, mask: pl.Series, merge: bool) -> pl.DataFrame:
+    """Per row (_r): compressed_thinking, skip_mask, n_skipped, kept_thinking_tokens."""
+    marked = mask | steps["is_skip"]
+    s = steps.select("_r", "separator", "text", "n_tokens", "char_end").with_columns(
+        _skip=marked, _pruned=mask
+    )
+    body = pl.when(pl.col("_skip")).then(pl.lit(SKIP)).otherwise(pl.col("text"))
+    piece = pl.col("separator") + body
+    if merge:
+        repeat = pl.col("_skip") & pl.col("_skip").shift(1).over("_r").fill_null(False)
+        piece = pl.when(repeat).then(pl.lit("")).otherwise(piece)
+    agg = (
+        s.with_columns(_piece=piece)
+        .group_by("_r", maintain_order=True)
+        .agg(
+            _head=pl.col("_piece").str.join(""),
+            skip_mask=pl.col("_pruned"),
+            n_skipped=pl.col("_skip").sum().cast(pl.Int32),
+            _pruned_tokens=pl.col("n_tokens").filter(pl.col("_pruned")).sum(),
+            _tail=pl.col("char_end").last(),
+        )
+    )
+    cols = ("_r", "thinking", "thinking_char_start", "n_thinking_tokens")
+    out = rows.select(cols).join(agg, on="_r", how="left")
+    tail = pl.col("thinking").str.slice(
+        pl.col("_tail").fill_null(pl.col("thinking_char_start")) - pl.col("thinking_char_start")
+    )
+    return out.select(
+        "_r",
+        compressed_thinking=pl.col("_head").fill_null("") + tail,
+        skip_mask=pl.col("skip_mask").fill_null(pl.lit([], dtype=pl.List(pl.Boolean))),
+        n_skipped=pl.col("n_skipped").fill_null(0),
+        kept_thinking_tokens=(
+            pl.col("n_thinking_tokens") - pl.col("_pruned_tokens").fill_null(0)
+        ).cast(pl.Int32),
+    )

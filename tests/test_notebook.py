@@ -1,0 +1,43 @@
+"""The notebook's code cells run against a real (tiny-model) generate run."""
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+from stepprune.stages.generate import GenerateConfig, run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_step_entropy_notebook_runs(tiny_model_dir, tmp_path):
+    matplotlib.use("Agg")
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(
+        "".join(json.dumps({"problem": f"{i}?", "answer": str(i)}) + "\n" for i in range(4))
+    )
+    out = tmp_path / "gen"
+    run(
+        GenerateConfig(
+            problems=str(problems),
+            model=str(tiny_model_dir),
+            out=str(out),
+            max_new_tokens=80,
+            temperature=1.2,
+            top_p=1.0,
+            dtype="float32",
+        )
+    )
+    nb = json.loads((REPO / "notebooks" / "step_entropy.ipynb").read_text())
+    scope: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            src = "".join(cell["source"]).replace("../runs/smollm2-mawps/generate", str(out))
+            exec(compile(src, "notebook", "exec"), scope)
+    steps, df = scope["steps"], scope["df"]
+    assert df.height == 4
+    assert steps.height == int(df["n_steps"].sum())
+    per_row = steps.group_by("problem_id").agg(
+        p=scope["pl"].col("pruned").sum(), n=scope["pl"].len()
+    )
+    assert all(p == int(n * 0.8) for p, n in zip(per_row["p"], per_row["n"], strict=True))
