@@ -51,7 +51,7 @@ def main() -> None:
     )
 
     def once(with_entropy: bool) -> float:
-        procs = [EntropyRecorder()] if with_entropy else []
+        procs = [EntropyRecorder(args.new_tokens)] if with_entropy else []
         start = time.perf_counter()
         with torch.inference_mode():
             model.generate(**batch, generation_config=cfg, logits_processor=procs)

@@ -33,7 +33,7 @@ cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False,
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with torch.inference_mode():
     out = model.generate(**enc, generation_config=cfg,
-                         logits_processor=[EntropyRecorder()] if mode == "stepprune" else [])
+                         logits_processor=[EntropyRecorder(n)] if mode == "stepprune" else [])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"mode": mode, "n": n, "peak_mb": peak / 1024, "loaded_mb": base / 1024}))
 """

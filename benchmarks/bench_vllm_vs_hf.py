@@ -62,7 +62,11 @@ def main() -> None:
 
     v = VLLMBackend(path, dtype=args.dtype, enforce_eager=True, max_model_len=1024)
     batch = prompts(v.tokenizer, args.batch)
-    spec = SamplingSpec(max_new_tokens=args.new_tokens, greedy=True, extra={"ignore_eos": True})
+    spec = SamplingSpec(
+        max_new_tokens=args.new_tokens,
+        greedy=True,
+        extra={"ignore_eos": True, "stop_token_ids": []},
+    )
     results["vllm"] = timed(v, batch, spec, args.repeats)
     del v
     gc.collect()

@@ -49,6 +49,27 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(1)
 
 
+def _run_stage(stage: str, flags: dict, recipe: Path | None, sets: list[str] | None, verbose: bool):
+    """Build the stage's config (defaults < recipe < flags < --set), run it; (config, summary)."""
+    _setup_logging(verbose)
+    import importlib
+
+    from stepprune.config import build_config
+    from stepprune.stages import config_class
+
+    try:
+        cfg = build_config(config_class(stage), recipe, **{**flags, **_parse_sets(sets)})
+        cfg.out = str(cfg.out)
+        summary = importlib.import_module(f"stepprune.stages.{stage}").run(cfg)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        _fail(e)
+    return cfg, summary
+
+
+def _flags(scope: dict) -> dict:
+    return {k: v for k, v in scope.items() if k not in ("recipe", "sets", "verbose")}
+
+
 def _not_landed(command: str, issue: int) -> None:
     typer.secho(
         f"`stepprune {command}` is not implemented yet (issue #{issue}); it produces no output.",
@@ -85,21 +106,9 @@ def generate(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Generate chains of thought with per-token entropy and steps into Parquet shards."""
-    flags = {k: v for k, v in locals().items() if k not in ("recipe", "sets", "verbose")}
-    _setup_logging(verbose)
-    from stepprune.config import build_config
-    from stepprune.stages.generate import GenerateConfig
+    cfg, summary = _run_stage("generate", _flags(locals()), recipe, sets, verbose)
+    from stepprune.summary import format_summary
 
-    try:
-        cfg = build_config(GenerateConfig, recipe, **{**flags, **_parse_sets(sets)})
-        if cfg.out is not None:
-            cfg.out = str(cfg.out)
-        from stepprune.stages.generate import run
-        from stepprune.summary import format_summary
-
-        summary = run(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
     typer.echo(format_summary(summary))
     typer.echo(f"shards: {cfg.out}")
 
@@ -119,20 +128,9 @@ def score(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Exact teacher-forced entropy for existing CoTs (a vLLM top-k run, or any CoT file)."""
-    flags = {k: v for k, v in locals().items() if k not in ("recipe", "sets", "verbose")}
-    _setup_logging(verbose)
-    from stepprune.config import build_config
-    from stepprune.stages.score import ScoreConfig
+    cfg, summary = _run_stage("score", _flags(locals()), recipe, sets, verbose)
+    from stepprune.summary import format_summary
 
-    try:
-        cfg = build_config(ScoreConfig, recipe, **{**flags, **_parse_sets(sets)})
-        cfg.out = str(cfg.out)
-        from stepprune.stages.score import run
-        from stepprune.summary import format_summary
-
-        summary = run(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
     typer.echo(format_summary(summary))
     typer.echo(f"shards: {cfg.out}")
 
@@ -176,19 +174,7 @@ def prune(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Prune the lowest-entropy steps into [SKIP]-compressed, SFT-ready shards."""
-    flags = {k: v for k, v in locals().items() if k not in ("recipe", "sets", "verbose")}
-    _setup_logging(verbose)
-    from stepprune.config import build_config
-    from stepprune.stages.prune import PruneConfig
-
-    try:
-        cfg = build_config(PruneConfig, recipe, **{**flags, **_parse_sets(sets)})
-        cfg.out = str(cfg.out)
-        from stepprune.stages.prune import run
-
-        summary = run(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        _fail(e)
+    cfg, summary = _run_stage("prune", _flags(locals()), recipe, sets, verbose)
     red = summary["token_reduction_pct"]
     typer.echo(
         f"rows            {summary['rows_out']} of {summary['rows_in']} "

@@ -62,17 +62,24 @@ def _f(name: str, typ: pa.DataType, nullable: bool = False) -> pa.Field:
     return pa.field(name, typ, nullable=nullable)
 
 
+def _problem_fields() -> list[pa.Field]:
+    """Key and problem columns every per-trajectory schema starts with."""
+    return [
+        _f("problem_id", pa.string()),
+        _f("sample_index", pa.int32()),
+        _f("source", pa.string()),
+        _f("problem", pa.string()),
+        _f("gold_answer", pa.string()),
+    ]
+
+
 GENERATIONS = Schema(
     name="generations",
     version=1,
     key=("problem_id", "sample_index"),
     arrow=pa.schema(
-        [
-            _f("problem_id", pa.string()),
-            _f("sample_index", pa.int32()),
-            _f("source", pa.string()),
-            _f("problem", pa.string()),
-            _f("gold_answer", pa.string()),
+        _problem_fields()
+        + [
             _f("prompt", pa.string()),
             _f("prompt_token_ids", pa.list_(pa.int32())),
             _f("completion", pa.string()),
@@ -113,12 +120,8 @@ PRUNED = Schema(
     version=1,
     key=("problem_id", "sample_index"),
     arrow=pa.schema(
-        [
-            _f("problem_id", pa.string()),
-            _f("sample_index", pa.int32()),
-            _f("source", pa.string()),
-            _f("problem", pa.string()),
-            _f("gold_answer", pa.string()),
+        _problem_fields()
+        + [
             _f("model", pa.string()),
             _f("entropy_source", pa.string()),
             _f("correct", pa.bool_()),

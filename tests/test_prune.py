@@ -264,3 +264,51 @@ def test_generate_then_prune_end_to_end(tiny_model_dir, tmp_path):
         assert r["compressed_thinking"].count("[SKIP]") == k + sum(
             s["is_skip"] for s in steps if s["index"] not in order[:k]
         )
+
+
+def test_killed_run_leaves_no_output(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    for i in range(6):
+        table = synthetic_table(1500, steps=20, tokens_per_step=40, seed=i, start=1500 * i)
+        pq.write_table(table, gen / f"part-{i}.parquet")
+    out = tmp_path / "out"
+    code = (
+        "from stepprune.stages.prune import PruneConfig, run; "
+        f"run(PruneConfig(input={str(gen)!r}, out={str(out)!r}))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.tmp-*/part-*.parquet")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # the finished shards sit only in the hidden staging directory
+    summary = run(PruneConfig(input=str(gen), out=str(out)))
+    assert not list(tmp_path.glob(".out.tmp-*"))  # cleaned by the rerun
+    assert read_table(out, PRUNED).num_rows == summary["rows_out"] > 0
+
+
+def test_prune_cli(tmp_path):
+    import subprocess
+    import sys
+
+    gen = write_gen(
+        tmp_path, [make_row("p", STEPS, ENTS), make_row("q", STEPS, ENTS, correct=False)]
+    )
+    out = tmp_path / "cli-out"
+    cmd = [sys.executable, "-m", "stepprune.cli", "prune", "-i", str(gen), "--out", str(out)]
+    bad = subprocess.run(cmd + ["--kappa", "1.5"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "kappa must be in [0, 1]" in bad.stderr and not out.exists()
+    ok = subprocess.run(cmd + ["--kappa", "0.4", "--all"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "rows            2 of 2" in ok.stdout
+    assert read_table(out, PRUNED).column("n_skipped").to_pylist() == [2, 2]
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 1 and "--overwrite" in again.stderr

@@ -20,31 +20,48 @@ log = logging.getLogger(__name__)
 
 
 class EntropyRecorder(LogitsProcessor):
-    """Records H and the sampled token's log-prob at every decoding step; never alters scores."""
+    """Records H and the sampled token's log-prob at every decoding step; never alters scores.
 
-    def __init__(self) -> None:
-        self.entropies: list[torch.Tensor] = []
-        self.logprobs: list[torch.Tensor] = []
+    Values go into buffers preallocated for ``max_steps`` (grown by doubling if needed), not
+    into one small tensor per step: thousands of small long-lived allocations interleaved with
+    the per-step [batch, vocab] temporaries fragment the heap and make RSS creep up.
+    """
+
+    def __init__(self, max_steps: int = 256) -> None:
+        self.max_steps = max_steps
+        self.steps = 0
+        self._ent: torch.Tensor | None = None
+        self._lp: torch.Tensor | None = None
         self._prev_logp: torch.Tensor | None = None
 
+    def _ensure(self, batch: int) -> None:
+        if self._ent is None:
+            self._ent = torch.zeros(self.max_steps, batch, dtype=torch.float32)
+            self._lp = torch.zeros(self.max_steps, batch, dtype=torch.float32)
+        elif self.steps >= self._ent.shape[0]:
+            self._ent = torch.cat([self._ent, torch.zeros_like(self._ent)])
+            self._lp = torch.cat([self._lp, torch.zeros_like(self._lp)])
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._ensure(scores.shape[0])
         if self._prev_logp is not None:
-            self._gather(input_ids[:, -1])
+            self._gather(input_ids[:, -1], self.steps - 1)
         logp, ent = logits_entropy(scores)
-        self.entropies.append(ent.cpu())
+        self._ent[self.steps].copy_(ent)
         self._prev_logp = logp
+        self.steps += 1
         return scores
 
-    def _gather(self, tokens: torch.Tensor) -> None:
+    def _gather(self, tokens: torch.Tensor, step: int) -> None:
         picked = self._prev_logp.gather(1, tokens.view(-1, 1).to(self._prev_logp.device))
-        self.logprobs.append(picked.squeeze(1).cpu())
+        self._lp[step].copy_(picked.squeeze(1))
 
     def finish(self, last_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[steps, batch] entropies and sampled log-probs, once generation is over."""
         if self._prev_logp is not None:
-            self._gather(last_tokens)
+            self._gather(last_tokens, self.steps - 1)
             self._prev_logp = None
-        return torch.stack(self.entropies), torch.stack(self.logprobs)
+        return self._ent[: self.steps], self._lp[: self.steps]
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
@@ -94,7 +111,7 @@ class HFBackend:
         batch = self.tokenizer.pad(
             {"input_ids": prompts}, padding=True, padding_side="left", return_tensors="pt"
         ).to(self.device)
-        recorder = EntropyRecorder()
+        recorder = EntropyRecorder(max_steps=spec.max_new_tokens)
         torch.manual_seed(spec.seed)
         out = self.model.generate(
             **batch,
