@@ -107,3 +107,20 @@ def smollm2_dir() -> Path:
     except FileNotFoundError as e:
         pytest.skip(str(e))
     return Path(resolve_model(None))
+
+
+def tiny_generate(model_dir: Path, tmp_path: Path, n: int, **overrides) -> Path:
+    """Write n toy problems and generate on them with the tiny model; returns the shard dir."""
+    import json
+
+    from stepprune.stages.generate import GenerateConfig, run
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(
+        "".join(json.dumps({"problem": f"{i} apples?", "answer": str(i)}) + "\n" for i in range(n))
+    )
+    out = tmp_path / "gen"
+    settings = dict(max_new_tokens=20, temperature=1.0, top_p=1.0, dtype="float32")
+    settings.update(overrides)
+    run(GenerateConfig(problems=str(problems), model=str(model_dir), out=str(out), **settings))
+    return out

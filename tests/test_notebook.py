@@ -4,30 +4,14 @@ import json
 from pathlib import Path
 
 import matplotlib
-
-from stepprune.stages.generate import GenerateConfig, run
+from conftest import tiny_generate
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_step_entropy_notebook_runs(tiny_model_dir, tmp_path):
     matplotlib.use("Agg")
-    problems = tmp_path / "p.jsonl"
-    problems.write_text(
-        "".join(json.dumps({"problem": f"{i}?", "answer": str(i)}) + "\n" for i in range(4))
-    )
-    out = tmp_path / "gen"
-    run(
-        GenerateConfig(
-            problems=str(problems),
-            model=str(tiny_model_dir),
-            out=str(out),
-            max_new_tokens=80,
-            temperature=1.2,
-            top_p=1.0,
-            dtype="float32",
-        )
-    )
+    out = tiny_generate(tiny_model_dir, tmp_path, 4, max_new_tokens=80, temperature=1.2)
     nb = json.loads((REPO / "notebooks" / "step_entropy.ipynb").read_text())
     scope: dict = {}
     for cell in nb["cells"]:

@@ -227,27 +227,15 @@ def test_interop_datasets_polars_duckdb(tmp_path):
 
 
 def test_generate_then_prune_end_to_end(tiny_model_dir, tmp_path):
-    import json
+    from conftest import tiny_generate
 
-    from stepprune.stages.generate import GenerateConfig
-    from stepprune.stages.generate import run as generate
-
-    problems = tmp_path / "p.jsonl"
-    problems.write_text(
-        "".join(json.dumps({"problem": f"{i} apples?", "answer": str(i)}) + "\n" for i in range(6))
-    )
-    gen = tmp_path / "gen"
-    generate(
-        GenerateConfig(
-            problems=str(problems),
-            model=str(tiny_model_dir),
-            out=str(gen),
-            max_new_tokens=60,
-            temperature=1.2,
-            top_p=1.0,
-            dtype="float32",
-            prompt_template="{problem}\n\n",
-        )
+    gen = tiny_generate(
+        tiny_model_dir,
+        tmp_path,
+        6,
+        max_new_tokens=60,
+        temperature=1.2,
+        prompt_template="{problem}\n\n",
     )
     out = tmp_path / "pruned"
     run(PruneConfig(input=str(gen), out=str(out), kappa=0.5, correct_only=False))

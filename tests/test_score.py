@@ -5,32 +5,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_generate
 
 from stepprune.entropy import entropy_reference
 from stepprune.schema import GENERATIONS
 from stepprune.shards import read_table
-from stepprune.stages.generate import GenerateConfig
-from stepprune.stages.generate import run as generate
 from stepprune.stages.score import ScoreConfig, run
 
 
 def test_rescoring_exact_shards_reproduces_them(tiny_model_dir, tmp_path):
-    problems = tmp_path / "p.jsonl"
-    problems.write_text(
-        "".join(json.dumps({"problem": f"{i} apples?", "answer": str(i)}) + "\n" for i in range(3))
-    )
-    gen = tmp_path / "gen"
-    generate(
-        GenerateConfig(
-            problems=str(problems),
-            model=str(tiny_model_dir),
-            out=str(gen),
-            max_new_tokens=20,
-            temperature=1.0,
-            top_p=1.0,
-            dtype="float32",
-        )
-    )
+    gen = tiny_generate(tiny_model_dir, tmp_path, 3)
     out = tmp_path / "scored"
     summary = run(
         ScoreConfig(
