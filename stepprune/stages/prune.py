@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def run(cfg: PruneConfig) -> dict:
 
     from stepprune.card import write_card
     from stepprune.schema import GENERATIONS, PRUNED, check_file_schema, validate_table
-    from stepprune.shards import shard_files, write_table_atomic
+    from stepprune.shards import shard_files
 
     spec = cfg.spec()
     files = shard_files(cfg.input) if cfg.input else []
@@ -86,21 +87,39 @@ def run(cfg: PruneConfig) -> dict:
     tokenizer = _tokenizer(cfg) if spec.strategy == "token" else None
     staging = _staging_dir(out)
     stats = PruneStats()
+    # Encoding and zstd-compressing a shard's text columns costs more than pruning it, and it
+    # releases the GIL: one writer thread overlaps shard i's write with shard i+1's pruning,
+    # so at most two shards are in memory at once.
+    writer = ThreadPoolExecutor(max_workers=1)
+    pending = None
     try:
         for i, f in enumerate(tqdm(files, unit="shard", desc="prune", dynamic_ncols=True)):
-            table = prune_file(f, spec, cfg, tokenizer, stats)
-            table = validate_table(table, PRUNED, origin=str(f))
-            write_table_atomic(table, staging / f"part-{i:05d}.parquet")
+            table = validate_table(prune_file(f, spec, cfg, tokenizer, stats), PRUNED, str(f))
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(_write, table, staging / f"part-{i:05d}.parquet")
             del table
-            _release_memory()
+        if pending is not None:
+            pending.result()
         write_card(staging, cfg, stats, files)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
     except BaseException:
+        writer.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        writer.shutdown(wait=True)
     return stats.summary()
+
+
+def _write(table, path: Path) -> None:
+    from stepprune.shards import write_table_atomic
+
+    write_table_atomic(table, path)
+    del table
+    _release_memory()
 
 
 def _release_memory() -> None:
