@@ -12,8 +12,6 @@ of their mass sits just under the k-th token.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -70,7 +68,3 @@ def step_entropy(token_entropies, span: tuple[int, int], reduce: str = "sum") ->
     if reduce == "mean":
         return total / (t1 - t0) if t1 > t0 else 0.0
     raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
-
-
-def max_entropy(vocab_size: int) -> float:
-    return math.log(vocab_size)

@@ -23,6 +23,8 @@ import bisect
 import re
 from dataclasses import dataclass
 
+from stepprune.entropy import step_entropy
+
 DEFAULT_STEP_PATTERN = r"\n\s*\n"
 SKIP_TOKEN = "[SKIP]"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -158,10 +160,10 @@ def build_steps(
     token_spans = assign_tokens(spans, offsets, n_thinking)
     steps, prev_end = [], split.thinking_start
     for k, ((c0, c1), (t0, t1)) in enumerate(zip(spans, token_spans, strict=True)):
-        total = float(sum(entropies[t0:t1]))
+        total = step_entropy(entropies, (t0, t1))
         text = completion[c0:c1]
         is_skip = text == SKIP_TOKEN
-        mean = total / (t1 - t0) if t1 > t0 else 0.0
+        mean = step_entropy(entropies, (t0, t1), "mean")
         sep = completion[prev_end:c0]
         body = "" if is_skip else text
         steps.append(StepRecord(k, body, sep, c0, c1, t0, t1, t1 - t0, total, mean, is_skip))

@@ -96,7 +96,7 @@ def run(cfg: GenerateConfig) -> dict:
     from stepprune.schema import GENERATIONS
     from stepprune.shards import ShardWriter, existing_keys
     from stepprune.summary import summarize_generations
-    from stepprune.trajectory import RunInfo, build_row, package_versions
+    from stepprune.trajectory import RunInfo, package_versions
 
     problems = load_problems(
         cfg.problems,
@@ -134,7 +134,7 @@ def run(cfg: GenerateConfig) -> dict:
         with writer:
             for start in range(0, len(items), cfg.batch_size):
                 batch = items[start : start + cfg.batch_size]
-                rows = _generate_batch(cfg, backend, batch, info, build_row, render_prompt)
+                rows = _generate_batch(cfg, backend, batch, info)
                 writer.write(rows)
                 writer.maybe_flush()
                 n_tok += sum(r["n_tokens"] for r in rows)
@@ -158,7 +158,9 @@ def _sampling_record(cfg: GenerateConfig, backend) -> dict:
     return record
 
 
-def _generate_batch(cfg, backend, batch, info, build_row, render_prompt) -> list[dict]:
+def _generate_batch(cfg, backend, batch, info) -> list[dict]:
+    from stepprune.trajectory import build_row
+
     prompts = [render_prompt(backend.tokenizer, cfg, p.problem) for p, _ in batch]
     # The batch seed depends only on the first item, so a resumed run samples its batches the
     # same way a fresh run with the same batch composition would.

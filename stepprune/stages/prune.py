@@ -90,27 +90,25 @@ def run(cfg: PruneConfig) -> dict:
     # Encoding and zstd-compressing a shard's text columns costs more than pruning it, and it
     # releases the GIL: one writer thread overlaps shard i's write with shard i+1's pruning,
     # so at most two shards are in memory at once.
-    writer = ThreadPoolExecutor(max_workers=1)
-    pending = None
+    # Leaving the executor waits for the last write, so cleanup never races a writing thread.
     try:
-        for i, f in enumerate(tqdm(files, unit="shard", desc="prune", dynamic_ncols=True)):
-            table = validate_table(prune_file(f, spec, cfg, tokenizer, stats), PRUNED, str(f))
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            pending = None
+            for i, f in enumerate(tqdm(files, unit="shard", desc="prune", dynamic_ncols=True)):
+                table = validate_table(prune_file(f, spec, cfg, tokenizer, stats), PRUNED, str(f))
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write, table, staging / f"part-{i:05d}.parquet")
+                del table
             if pending is not None:
                 pending.result()
-            pending = writer.submit(_write, table, staging / f"part-{i:05d}.parquet")
-            del table
-        if pending is not None:
-            pending.result()
         write_card(staging, cfg, stats, files)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
     except BaseException:
-        writer.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    finally:
-        writer.shutdown(wait=True)
     return stats.summary()
 
 

@@ -40,10 +40,12 @@ class ScoreConfig:
 
 
 def _rescored_row(row: dict, ent: list[float], lp: list[float], label: str) -> dict:
+    from stepprune.entropy import step_entropy
+
     steps = []
     for s in row["steps"]:
-        total = float(sum(ent[s["token_start"] : s["token_end"]]))
-        mean = total / s["n_tokens"] if s["n_tokens"] else 0.0
+        span = (s["token_start"], s["token_end"])
+        total, mean = step_entropy(ent, span), step_entropy(ent, span, "mean")
         steps.append({**s, "entropy_sum": total, "entropy_mean": mean})
     sampling = {**json.loads(row["sampling"]), "rescored_by": label}
     return {
