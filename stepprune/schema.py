@@ -145,7 +145,42 @@ PRUNED = Schema(
     ),
 )
 
-SCHEMAS: dict[str, Schema] = {s.name: s for s in (GENERATIONS, PRUNED)}
+EVAL_RESULTS = Schema(
+    name="eval_results",
+    version=1,
+    key=("problem_id", "sample_index", "strategy", "kappa"),
+    arrow=pa.schema(
+        [
+            _f("problem_id", pa.string()),
+            _f("sample_index", pa.int32()),
+            _f("source", pa.string()),
+            _f("gold_answer", pa.string()),
+            _f("strategy", pa.string()),
+            _f("kappa", pa.float64()),
+            _f("score", pa.string()),
+            _f("budget", pa.string()),
+            _f("seed", pa.int64()),
+            _f("n_steps", pa.int32()),
+            _f("n_skipped", pa.int32()),
+            _f("original_thinking_tokens", pa.int32()),
+            _f("kept_thinking_tokens", pa.int32()),
+            _f("original_tokens", pa.int32()),
+            _f("original_correct", pa.bool_()),
+            _f("entropy_source", pa.string()),
+            _f("answer_prompt_tokens", pa.int32()),
+            _f("answer_lead_in", pa.string()),
+            _f("answer_text", pa.string()),
+            _f("answer_finish_reason", pa.string()),
+            _f("extracted_answer", pa.string(), nullable=True),
+            _f("correct", pa.bool_()),
+            _f("model", pa.string()),
+            _f("backend", pa.string()),
+            _f("created_at", pa.string()),
+        ]
+    ),
+)
+
+SCHEMAS: dict[str, Schema] = {s.name: s for s in (GENERATIONS, PRUNED, EVAL_RESULTS)}
 ENTROPY_SOURCES = ("exact", "topk", "rescored")
 FINISH_REASONS = ("stop", "length")
 

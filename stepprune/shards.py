@@ -45,11 +45,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def write_table_atomic(table: pa.Table, path: Path, tmp_tag: str = "") -> None:
+def write_table_atomic(
+    table: pa.Table, path: Path, tmp_tag: str = "", compression: str = "zstd"
+) -> None:
     """Write ``table`` to ``path`` so that ``path`` never exists half-written."""
     tmp = path.with_name(f".tmp-{tmp_tag}{uuid.uuid4().hex}.parquet")
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression=compression)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

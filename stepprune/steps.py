@@ -9,7 +9,8 @@ Rules (documented in README "Steps"):
   Without think tags (instruct models): everything before the paragraph holding the last
   ``\\boxed``; with no ``\\boxed``, everything before the last paragraph.
 - A step is the whitespace-stripped text between separators (default: a blank line); empty
-  segments make no step. A segment that is exactly ``[SKIP]`` is a skipped step with no text.
+  segments make no step. Every ``[SKIP]`` is a skipped step with no text, also when a segment
+  holds several or holds text beside it (``[SKIP][SKIP]``, ``a [SKIP] b``: a, skip, b).
 - Token assignment: a token belongs to the step that contains its first non-separator
   character, i.e. step k starts at the token holding step k's first character; tokens before
   the first step belong to step 0, and separator-only tokens belong to the step before them.
@@ -20,6 +21,7 @@ Rules (documented in README "Steps"):
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -70,12 +72,23 @@ def split_steps(
     for seg_start, seg_end in [(pos, bounds[0][0] if bounds else end)] + [
         (b[1], bounds[i + 1][0] if i + 1 < len(bounds) else end) for i, b in enumerate(bounds)
     ]:
-        seg = text[seg_start:seg_end]
-        stripped = seg.strip()
-        if stripped:
-            lead = len(seg) - len(seg.lstrip())
-            spans.append((seg_start + lead, seg_start + lead + len(stripped)))
+        for piece_start, piece_end in _skip_pieces(text, seg_start, seg_end):
+            seg = text[piece_start:piece_end]
+            stripped = seg.strip()
+            if stripped:
+                lead = len(seg) - len(seg.lstrip())
+                spans.append((piece_start + lead, piece_start + lead + len(stripped)))
     return spans
+
+
+def _skip_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """text[start:end] cut before and after every [SKIP], so each [SKIP] is a piece of its own
+    (a model may write ``[SKIP][SKIP]`` or ``a [SKIP] b`` without blank lines between)."""
+    cuts = [start]
+    for m in re.finditer(re.escape(SKIP_TOKEN), text[start:end]):
+        cuts += [start + m.start(), start + m.end()]
+    cuts.append(end)
+    return list(itertools.pairwise(cuts))
 
 
 def token_char_offsets(tokenizer, token_ids: list[int]) -> tuple[str, list[tuple[int, int]]]:

@@ -11,6 +11,9 @@ CONFIGS = {
     "generate": "stepprune.stages.generate:GenerateConfig",
     "score": "stepprune.stages.score:ScoreConfig",
     "prune": "stepprune.stages.prune:PruneConfig",
+    "eval": "stepprune.stages.eval:EvalConfig",
+    "sft": "stepprune.stages.sft:SFTStageConfig",
+    "grpo": "stepprune.stages.grpo:GRPOStageConfig",
 }
 
 

@@ -52,6 +52,9 @@ class PruneConfig:
     max_tokens: int | None = None  # drop CoTs longer than this (the paper: 4096)
     tokenizer: str | None = None  # token strategy only; default: the embedded model's
     overwrite: bool = False
+    # zstd: smallest files. Compressing the three text columns is most of prune's time, so
+    # "lz4" (about 1.5x larger) or "none" (about 3x) trade disk for speed; every reader copes.
+    compression: str = "zstd"
 
     def spec(self):
         from stepprune.prune import PruneSpec
@@ -98,7 +101,9 @@ def run(cfg: PruneConfig) -> dict:
                 table = validate_table(prune_file(f, spec, cfg, tokenizer, stats), PRUNED, str(f))
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(_write, table, staging / f"part-{i:05d}.parquet")
+                pending = writer.submit(
+                    _write, table, staging / f"part-{i:05d}.parquet", cfg.compression
+                )
                 del table
             if pending is not None:
                 pending.result()
@@ -112,10 +117,10 @@ def run(cfg: PruneConfig) -> dict:
     return stats.summary()
 
 
-def _write(table, path: Path) -> None:
+def _write(table, path: Path, compression: str) -> None:
     from stepprune.shards import write_table_atomic
 
-    write_table_atomic(table, path)
+    write_table_atomic(table, path, compression=compression)
     del table
     _release_memory()
 
@@ -216,16 +221,28 @@ def prune_file(path: Path, spec, cfg: PruneConfig, tokenizer, stats: PruneStats)
     import polars as pl
     import pyarrow.parquet as pq
 
-    from stepprune.prune import compress, select
-
     cols = ROW_COLUMNS + (["token_ids", "token_entropies"] if tokenizer is not None else [])
     df = pl.from_arrow(pq.read_table(path, columns=cols)).with_row_index("_row")
     df = _filter(df, cfg, stats).with_row_index("_r")
+    table = _output(prune_frame(df, spec, tokenizer, path), spec)
+    stats.add(table)
+    return table
+
+
+def prune_frame(df, spec, tokenizer, origin) -> object:
+    """``df`` (rows with _row, _r, steps, thinking...) plus the compression columns of ``spec``.
+
+    The one pruning path shared by ``prune`` and ``eval``; ``origin`` names the file in errors.
+    """
+    import polars as pl
+
+    from stepprune.prune import compress, select
+
     steps = df.select("_r", "steps").explode("steps").drop_nulls("steps").unnest("steps")
     bad = steps.filter(pl.col("entropy_sum").is_nan() | pl.col("entropy_mean").is_nan())
     if bad.height:
         row = df.filter(pl.col("_r") == bad["_r"][0])["_row"][0]
-        raise ValueError(f"{path}: row {row}: step entropy is NaN; no output was written")
+        raise ValueError(f"{origin}: row {row}: step entropy is NaN; no output was written")
     if spec.strategy == "random":
         import zlib
 
@@ -234,13 +251,11 @@ def prune_file(path: Path, spec, cfg: PruneConfig, tokenizer, stats: PruneStats)
         steps = steps.join(df.select("_r", hashes), on="_r", how="left", maintain_order="left")
     mask = select(steps, spec)
     comp = compress(df, steps, mask, spec.merge_skips)
-    if tokenizer is not None:
+    if tokenizer is not None and spec.strategy == "token":
         from stepprune.token_prune import token_compress
 
         comp = token_compress(df, comp, tokenizer)
-    table = _output(df.join(comp, on="_r", how="left", maintain_order="left"), spec)
-    stats.add(table)
-    return table
+    return df.join(comp, on="_r", how="left", maintain_order="left")
 
 
 def _output(df, spec):

@@ -1,0 +1,168 @@
+"""SFT training data: pruned shards -> filtered, mixed prompt/completion rows, with provenance.
+
+Rows are read from ``pruned`` shards only (any other file is refused by name), filtered in this
+order: ``correct_only``, ``kappa``, ``strategy``; then a seeded choice of exactly
+round(``unpruned_fraction`` x rows) of them train on their original, unpruned thinking instead
+of the compressed one (each trajectory appears once, either way); then rows whose training
+sequence (prompt + completion + EOS, in tokens of the training tokenizer) exceeds
+``max_tokens`` are dropped, so the length limit applies to the text actually trained on.
+
+The dataset is TRL's non-conversational prompt-completion format: ``prompt`` is the rendered
+chat prompt and ``completion`` the assistant's text, so TRL masks the prompt out of the loss
+and appends the tokenizer's EOS to each completion. TRL tokenizes the prompt with the
+tokenizer's default special tokens, so a tokenizer that prepends BOS by itself (DeepSeek-R1
+distills) would see BOS twice; the rendered prompt's own leading BOS text is removed then.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "problem_id",
+    "correct",
+    "kappa",
+    "strategy",
+    "model",
+    "prompt",
+    "completion",
+    "original_thinking",
+    "answer_text",
+]
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+@dataclass
+class DataReport:
+    """Counts for the summary and the model card."""
+
+    files: list[str] = field(default_factory=list)
+    rows_in: int = 0
+    dropped_incorrect: int = 0
+    dropped_kappa: int = 0
+    dropped_strategy: int = 0
+    dropped_long: int = 0
+    rows: int = 0
+    unpruned: int = 0
+    kappa_strategy: dict = field(default_factory=dict)  # "kappa=0.8 strategy=low" -> rows
+    models: list[str] = field(default_factory=list)
+    max_sequence_tokens: int = 0
+
+
+def pruned_files(source) -> list[Path]:
+    """The shard files of ``source``, each checked to be a ``pruned`` shard before any is read."""
+    import pyarrow.parquet as pq
+
+    from stepprune.schema import PRUNED, check_file_schema
+    from stepprune.shards import shard_files
+
+    files = shard_files(source) if source else []
+    if not files:
+        raise FileNotFoundError(f"no pruned shards in {source!r} (run `stepprune prune` first)")
+    for f in files:
+        check_file_schema(pq.read_schema(f), PRUNED, f)
+    return files
+
+
+def render_completion(prompt: str, thinking: str, answer: str) -> str:
+    """The assistant text for ``thinking`` and ``answer``, in the prune stage's format."""
+    opened = prompt.rstrip().endswith(THINK_OPEN)
+    inner = thinking.strip()
+    head = inner if opened else f"{THINK_OPEN}\n{inner}"
+    return f"{head}\n{THINK_CLOSE}\n\n{answer.strip()}"
+
+
+def read_rows(files: list[Path], cfg, report: DataReport) -> list[dict]:
+    """Rows of ``files`` passing the correct/kappa/strategy filters, in file order."""
+    import pyarrow.parquet as pq
+
+    rows = []
+    for f in files:
+        rows.extend(pq.read_table(f, columns=COLUMNS).to_pylist())
+    report.files = [str(f) for f in files]
+    report.rows_in = len(rows)
+    keep = []
+    for r in rows:
+        if cfg.correct_only and not r["correct"]:
+            report.dropped_incorrect += 1
+        elif cfg.kappa is not None and abs(r["kappa"] - cfg.kappa) > 1e-6:
+            report.dropped_kappa += 1
+        elif cfg.strategy is not None and r["strategy"] != cfg.strategy:
+            report.dropped_strategy += 1
+        else:
+            keep.append(r)
+    return keep
+
+
+def mix_unpruned(rows: list[dict], fraction: float, seed: int) -> int:
+    """Switch exactly round(fraction x len(rows)) seeded-random rows to their original thinking."""
+    import numpy as np
+
+    n = round(fraction * len(rows))
+    for i in np.random.default_rng(seed).choice(len(rows), size=n, replace=False):
+        r = rows[int(i)]
+        r["completion"] = render_completion(r["prompt"], r["original_thinking"], r["answer_text"])
+        r["unpruned"] = True
+    return n
+
+
+def added_bos(tokenizer) -> str:
+    """The BOS text the tokenizer prepends by itself when encoding ("" if it adds none)."""
+    bos = tokenizer.bos_token
+    adds = bool(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    return bos if adds else ""
+
+
+def sequence_lengths(rows: list[dict], tokenizer, batch: int = 512) -> list[int]:
+    """Training tokens of each row as TRL builds them: prompt + completion, then one EOS."""
+    eos = tokenizer.eos_token or ""
+    out = []
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        ids = tokenizer([r["prompt"] + r["completion"] for r in chunk])["input_ids"]
+        out.extend(
+            len(x) + (not r["completion"].endswith(eos)) for x, r in zip(ids, chunk, strict=True)
+        )
+    return out
+
+
+def build_dataset(files: list[Path], cfg, tokenizer):
+    """(``datasets.Dataset`` of prompt/completion strings, ``DataReport``); see module rules."""
+    from datasets import Dataset
+
+    report = DataReport()
+    rows = read_rows(files, cfg, report)
+    mix_unpruned(rows, cfg.unpruned_fraction, cfg.seed)
+    bos = added_bos(tokenizer)
+    for r in rows:
+        r["prompt"] = r["prompt"].removeprefix(bos) if bos else r["prompt"]
+    lengths = sequence_lengths(rows, tokenizer)
+    if cfg.max_tokens is not None:
+        kept = [(r, n) for r, n in zip(rows, lengths, strict=True) if n <= cfg.max_tokens]
+        report.dropped_long = len(rows) - len(kept)
+        rows, lengths = [r for r, _ in kept], [n for _, n in kept]
+    if not rows:
+        raise ValueError(f"no training rows left after filtering: {_counts(report)}")
+    report.rows = len(rows)
+    report.unpruned = sum(1 for r in rows if r.get("unpruned"))
+    report.max_sequence_tokens = max(lengths)
+    groups = Counter(f"kappa={r['kappa']:.3g} strategy={r['strategy']}" for r in rows)
+    report.kappa_strategy = dict(sorted(groups.items()))
+    report.models = sorted({r["model"] for r in rows})
+    data = {"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]}
+    log.info("SFT data: %s", _counts(report))
+    return Dataset.from_dict(data), report
+
+
+def _counts(report: DataReport) -> str:
+    return (
+        f"{report.rows_in} rows in {len(report.files)} shards; dropped "
+        f"{report.dropped_incorrect} incorrect, {report.dropped_kappa} other kappa, "
+        f"{report.dropped_strategy} other strategy, {report.dropped_long} too long; "
+        f"{report.rows} kept ({report.unpruned} unpruned)"
+    )

