@@ -70,15 +70,6 @@ def _flags(scope: dict) -> dict:
     return {k: v for k, v in scope.items() if k not in ("recipe", "sets", "verbose")}
 
 
-def _not_landed(command: str, issue: int) -> None:
-    typer.secho(
-        f"`stepprune {command}` is not implemented yet (issue #{issue}); it produces no output.",
-        fg=typer.colors.YELLOW,
-        err=True,
-    )
-    raise typer.Exit(2)
-
-
 @app.command()
 def generate(
     problems: str = typer.Option(None, help="Built-in set name, a JSONL/Parquet file, or hub:id."),
@@ -260,10 +251,27 @@ def sft(
         typer.echo(f"merged: {summary['merged']}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def grpo() -> None:
-    """GRPO with the four-part skip/length reward (issue #7)."""
-    _not_landed("grpo", 7)
+@app.command()
+def grpo(
+    problems: str = typer.Option(None, help="Built-in set, problem file, hub:id or pruned shards."),
+    out: Path = typer.Option(None, help="Output: checkpoints, final model, log_history, card."),
+    model: str = typer.Option(None, help="Start model (an SFT checkpoint); default: SmolLM2-135M."),
+    data_dir: str = typer.Option(None, help="Where built-in sets live (or $STEPPRUNE_DATA_DIR)."),
+    limit: int = typer.Option(None, help="Use only the first N problems."),
+    sample: int = typer.Option(None, help="Then train on N of them drawn at random (seeded)."),
+    seed: int = typer.Option(None),
+    resume: bool = typer.Option(None, "--resume/--no-resume", help="From the last checkpoint."),
+    overwrite: bool = typer.Option(None, "--overwrite/--no-overwrite"),
+    recipe: Path = RecipeOpt,
+    sets: list[str] = SetOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """GRPO with the paper's four-part skip/length reward (TRL GRPOTrainer; vLLM optional)."""
+    cfg, summary = _run_stage("grpo", _flags(locals()), recipe, sets, verbose)
+    from stepprune.stages.grpo import format_summary
+
+    typer.echo(format_summary(summary))
+    typer.echo(f"model, logs and card: {cfg.out}")
 
 
 def main() -> None:

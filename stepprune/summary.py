@@ -25,6 +25,7 @@ def summarize_generations(out_dir: str | Path) -> dict:
         "finish_reason",
         "token_entropies",
         "entropy_source",
+        "steps",
     ]
     table = read_table(out_dir, GENERATIONS, columns=cols)
     n = table.num_rows
@@ -40,6 +41,7 @@ def summarize_generations(out_dir: str | Path) -> dict:
         "mean_steps": float(pc.mean(table["n_steps"]).as_py()),
         "truncated": int(pc.sum(pc.equal(table["finish_reason"], "length")).as_py() or 0),
         "entropy_sources": sorted(set(table["entropy_source"].to_pylist())),
+        **_skip_stats(table),
         "token_entropy": {
             "mean": float(ent.mean()) if ent.size else float("nan"),
             "p10": float(q[0]),
@@ -47,6 +49,20 @@ def summarize_generations(out_dir: str | Path) -> dict:
             "p90": float(q[2]),
         },
     }
+
+
+def _skip_stats(table) -> dict:
+    """[SKIP] steps a model wrote itself (after SFT): r = #SKIP / #steps, over rows with steps."""
+    import pyarrow.compute as pc
+
+    n_steps = table["n_steps"].to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(table["steps"])
+    skips = pc.struct_field(flat, "is_skip").to_numpy(zero_copy_only=False).astype(np.int64)
+    row_of = np.repeat(np.arange(table.num_rows), n_steps)
+    n_skip = np.bincount(row_of, weights=skips, minlength=table.num_rows)
+    has = n_steps > 0
+    ratio = float((n_skip[has] / n_steps[has]).mean()) if has.any() else 0.0
+    return {"mean_skip_ratio": ratio, "rows_with_skip": int((n_skip > 0).sum())}
 
 
 def format_summary(summary: dict) -> str:
@@ -59,7 +75,8 @@ def format_summary(summary: dict) -> str:
             f"accuracy        {summary['accuracy']:.3f}",
             f"mean tokens     {summary['mean_tokens']:.1f} "
             f"(thinking {summary['mean_thinking_tokens']:.1f}, truncated {summary['truncated']})",
-            f"mean steps      {summary['mean_steps']:.2f}",
+            f"mean steps      {summary['mean_steps']:.2f} (skip ratio "
+            f"{summary['mean_skip_ratio']:.3f}; {summary['rows_with_skip']} rows with [SKIP])",
             f"token entropy   mean {te['mean']:.3f}  p10 {te['p10']:.3f}  "
             f"p50 {te['p50']:.3f}  p90 {te['p90']:.3f} nats",
             f"entropy source  {', '.join(summary['entropy_sources'])}",

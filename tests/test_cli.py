@@ -30,19 +30,6 @@ def test_help_is_fast_and_does_not_import_torch():
     assert float(seconds) < 1.0
 
 
-@pytest.mark.parametrize("command,issue", [("grpo", 7)])
-def test_unlanded_commands_refuse(command, issue, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "stepprune.cli", command, "--out", str(tmp_path / "x")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 2
-    assert f"issue #{issue}" in proc.stderr
-    assert list(tmp_path.iterdir()) == []
-
-
 @pytest.mark.parametrize(
     "recipe", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name
 )

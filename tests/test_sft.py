@@ -532,3 +532,19 @@ def model_tokenizer(path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
+
+
+def test_generate_summary_counts_skips_the_model_wrote(tiny_model_dir, tmp_path):
+    """Rows with 2 of 4 and 0 of 2 steps skipped: mean skip ratio (0.5 + 0) / 2, one row."""
+    from stepprune.schema import GENERATIONS, to_table
+    from stepprune.shards import write_table_atomic
+    from stepprune.summary import summarize_generations
+
+    tok, _ = _skip_tokenizer(tiny_model_dir)
+    _, a = _row_for(tok, "<think>\nA.\n\n[SKIP]\n\n[SKIP]\n\nB.\n</think>\n\n8")
+    _, b = _row_for(tok, "<think>\nA.\n\nB.\n</think>\n\n8")
+    b["problem_id"] = "p1"
+    write_table_atomic(to_table([a, b], GENERATIONS), tmp_path / "part-0.parquet")
+    summary = summarize_generations(tmp_path)
+    assert summary["mean_skip_ratio"] == pytest.approx(0.25)
+    assert summary["rows_with_skip"] == 1

@@ -1,0 +1,300 @@
+"""The grpo stage: data sources, config pass-through, recipes, a tiny real GRPO run, resuming."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from stepprune.config import build_config
+from stepprune.grpo_data import build_dataset, training_problems
+from stepprune.stages.grpo import GRPOStageConfig, grpo_config, run
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "pipelines").glob("grpo_*.yaml"))
+
+# CPU-sized TRL settings: 4 completions of one prompt per step, at most 16 tokens each.
+TINY_ARGS = dict(
+    per_device_train_batch_size=4,
+    num_generations=4,
+    max_completion_length=16,
+    temperature=1.0,
+    learning_rate=1e-3,
+    logging_steps=1,
+    save_steps=1,
+    bf16=False,
+    activation_checkpointing=False,
+    use_cpu=True,
+    report_to="none",
+    disable_tqdm=True,
+)
+
+
+def biased_copy(model_dir: Path, out: Path, add_skip: bool = False) -> Path:
+    """The tiny model whose EOS (and ``[SKIP]``) output rows point along its mean hidden state.
+
+    With ``add_skip``, ``[SKIP]`` joins the tokenizer as an extra special token, as the sft
+    stage adds it. A row along the mean final hidden state gives its token a logit that wins
+    now and then: EOS ends about 40% of 16-token samples early, so completion lengths (and a
+    length reward) vary within a group; ``[SKIP]``, a little stronger, fills completions.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    rows = {tok.eos_token_id: 1.5}
+    if add_skip:
+        tok.add_special_tokens({"additional_special_tokens": ["[SKIP]"]})
+        skip = tok.convert_tokens_to_ids("[SKIP]")
+        assert skip < model.lm_head.weight.shape[0]  # the tiny vocab is padded to 64s
+        rows[skip] = 2.0
+    texts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": f"{i} apples?"}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for i in range(4)
+    ]
+    enc = tok(texts, return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        hidden = model(**enc, output_hidden_states=True).hidden_states[-1]
+        mean = hidden[enc.attention_mask.bool()].mean(0)
+        for row, scale in rows.items():
+            model.lm_head.weight[row] = scale * mean / mean.norm()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def eos_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    return biased_copy(tiny_model_dir, tmp_path_factory.mktemp("eos-qwen2"))
+
+
+@pytest.fixture
+def problems_file(tmp_path) -> Path:
+    path = tmp_path / "problems.jsonl"
+    path.write_text(
+        "".join(json.dumps({"problem": f"{i} apples?", "answer": str(i)}) + "\n" for i in range(8))
+    )
+    return path
+
+
+def tiny_config(model_dir, problems, out, max_steps, **overrides) -> GRPOStageConfig:
+    settings = dict(
+        problems=str(problems),
+        model=str(model_dir),
+        out=str(out),
+        reward_funcs=["length", "skip_ratio"],
+        reward_weights=[1.0, 0.5],
+        reward_kwargs={"length": {"max_tokens": 8}},
+        grpo_args={**TINY_ARGS, "max_steps": max_steps},
+    )
+    settings.update(overrides)
+    return GRPOStageConfig(**settings)
+
+
+def read_history(out: Path) -> list[dict]:
+    lines = (out / "log_history.jsonl").read_text().splitlines()
+    return [h for h in map(json.loads, lines) if "reward" in h]
+
+
+def load_weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_tiny_grpo_run_changes_parameters_and_logs_every_part(
+    eos_model_dir, problems_file, tmp_path
+):
+    import torch
+
+    out = tmp_path / "grpo"
+    summary = run(tiny_config(eos_model_dir, problems_file, out, max_steps=3))
+    history = read_history(out)
+    assert [h["step"] for h in history] == [1, 2, 3]
+    # The run had a learning signal: some group's length rewards differed.
+    assert max(h["rewards/length/std"] for h in history) > 0
+    for h in history:
+        assert -1.0 <= h["rewards/length/mean"] <= 0.0
+        assert h["reward"] == pytest.approx(
+            1.0 * h["rewards/length/mean"] + 0.5 * h["rewards/skip_ratio/mean"], abs=1e-6
+        )
+        assert 1 <= h["completions/mean_length"] <= 16
+        assert h["skip/ratio"] == 0.0 and h["entropy"] > 0
+    before, after = load_weights(eos_model_dir), load_weights(out)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) >= len(before) // 2
+    assert summary["global_step"] == 3 and summary["resumed_from"] is None
+    assert summary["last"]["reward"] == pytest.approx(history[-1]["reward"])
+    assert set(summary["rewards"]) == {"length", "skip_ratio"}
+    card = (out / "README.md").read_text()
+    assert '| length | 1.0 | {"max_tokens": 8} |' in card and "| num_generations | 4 |" in card
+    assert (out / "reward_curve.png").stat().st_size > 1000
+    assert json.loads((out / "stepprune_config.json").read_text())["reward_weights"] == [1.0, 0.5]
+
+
+def test_resume_continues_from_the_last_checkpoint(eos_model_dir, problems_file, tmp_path):
+    out = tmp_path / "grpo"
+    run(tiny_config(eos_model_dir, problems_file, out, max_steps=2))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        run(tiny_config(eos_model_dir, problems_file, out, max_steps=3))
+    summary = run(tiny_config(eos_model_dir, problems_file, out, max_steps=3, resume=True))
+    assert Path(summary["resumed_from"]).name == "checkpoint-2"
+    assert summary["global_step"] == 3
+    assert [h["step"] for h in read_history(out)] == [1, 2, 3]
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+
+
+def test_special_skip_token_reaches_the_rewards(tiny_model_dir, problems_file, tmp_path):
+    """TRL decodes with skip_special_tokens=True, which deletes a special [SKIP]; the stage
+    hands the rewards its tokenizer so that they count [SKIP] from the token ids."""
+    from transformers import AutoTokenizer
+
+    model = biased_copy(tiny_model_dir, tmp_path / "skip-qwen2", add_skip=True)
+    assert "[SKIP]" in AutoTokenizer.from_pretrained(model).all_special_tokens
+    out = tmp_path / "grpo"
+    cfg = tiny_config(
+        model,
+        problems_file,
+        out,
+        max_steps=1,
+        grpo_args={**TINY_ARGS, "max_steps": 1, "save_steps": 10},
+    )
+    run(cfg)
+    (step,) = read_history(out)
+    assert step["skip/count"] >= 0.5  # [SKIP]s per completion; 0 if the rewards lost them
+
+
+def test_grpo_args_pass_through_and_refusals(tmp_path):
+    cfg = GRPOStageConfig(
+        out=str(tmp_path / "o"),
+        grpo_args=dict(
+            num_generations=8, temperature=0.6, loss_type="grpo", beta=0.04, use_cpu=True
+        ),
+        reward_weights=[1, 1, 1, 0.5],
+    )
+    args = grpo_config(cfg)
+    assert (args.num_generations, args.temperature, args.loss_type, args.beta) == (
+        8,
+        0.6,
+        "grpo",
+        0.04,
+    )
+    assert args.reward_weights == [1, 1, 1, 0.5] and args.output_dir == cfg.out
+    import torch
+
+    if not torch.cuda.is_available():  # TRL's unset bf16 means True, which a CPU refuses
+        assert grpo_config(GRPOStageConfig(out=cfg.out)).bf16 is False
+    bad = [
+        (dict(grpo_args={"output_dir": "x"}), "set the stage's `out`"),
+        (dict(grpo_args={"num_generationz": 2}), "grpo_args: .*num_generationz"),
+        (dict(reward_weights=[1.0]), "1 reward_weights"),
+        (dict(reward_weights=[1] * 4, grpo_args={"reward_weights": [1] * 4}), "given twice"),
+    ]
+    for overrides, message in bad:
+        with pytest.raises(ValueError, match=message):
+            grpo_config(dataclasses.replace(cfg, **overrides))
+
+
+def test_default_rewards_are_the_papers():
+    from stepprune.rewards import PAPER_REWARDS
+
+    assert GRPOStageConfig().reward_funcs == list(PAPER_REWARDS)
+
+
+def write_pruned_shard(path: Path, rows: list[tuple[str, int, str, str]]) -> None:
+    from stepprune.schema import PRUNED, to_table
+    from stepprune.shards import write_table_atomic
+
+    def row(pid, sample, problem, gold):
+        return dict(
+            problem_id=pid, sample_index=sample, source="toy", problem=problem, gold_answer=gold,
+            model="m", entropy_source="exact", correct=True, original_thinking="a\n\nb",
+            compressed_thinking="[SKIP]\n\nb", answer_text="\\boxed{1}", skip_mask=[True, False],
+            n_steps=2, n_skipped=1, original_thinking_tokens=4, kept_thinking_tokens=2,
+            compression_ratio=0.5, kappa=0.8, strategy="low", score="sum", budget="steps", seed=0,
+            prompt="p", completion="c",
+        )  # fmt: skip
+
+    path.mkdir(parents=True, exist_ok=True)
+    write_table_atomic(to_table([row(*r) for r in rows], PRUNED), path / "part-00000.parquet")
+
+
+def test_training_problems_from_pruned_shards(tmp_path):
+    shards = tmp_path / "pruned"
+    rows = [
+        ("toy-0", 0, "1+1?", "2"),
+        ("toy-0", 1, "1+1?", "2"),
+        ("toy-1", 0, "2+3?", "5"),
+        ("toy-2", 0, "9-4?", "5"),
+    ]
+    write_pruned_shard(shards, rows)
+    problems = training_problems(str(shards))
+    assert [(p.id, p.problem, p.answer) for p in problems] == [
+        ("toy-0", "1+1?", "2"),
+        ("toy-1", "2+3?", "5"),
+        ("toy-2", "9-4?", "5"),
+    ]
+    assert [p.id for p in training_problems(str(shards / "part-00000.parquet"), limit=2)] == [
+        "toy-0",
+        "toy-1",
+    ]
+    drawn = [p.id for p in training_problems(str(shards), sample=2, seed=3)]
+    assert len(set(drawn)) == 2 and drawn == [
+        p.id for p in training_problems(str(shards), sample=2, seed=3)
+    ]
+    ds = build_dataset(problems[:1], "Q: {problem} (box it)", system_prompt="Be brief.")
+    assert ds[0] == {
+        "prompt": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Q: 1+1? (box it)"},
+        ],
+        "gold_answer": "2",
+        "problem_id": "toy-0",
+    }
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="without pruned"):
+        training_problems(str(empty))
+
+
+def test_training_problems_from_a_builtin_set(data_dir):
+    problems = training_problems("mawps_singleop", data_dir=str(data_dir), limit=3)
+    assert len(problems) == 3 and all(p.id.startswith("mawps_singleop-") for p in problems)
+    ds = build_dataset(problems, "{problem}")
+    assert ds[0]["prompt"] == [{"role": "user", "content": problems[0].problem}]
+    assert ds[0]["gold_answer"] == problems[0].answer
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_grpo_recipes_build_their_rewards_lora_and_trl_args(recipe):
+    from peft import LoraConfig
+    from trl import GRPOConfig
+
+    from stepprune.rewards import build_rewards
+
+    cfg = build_config(GRPOStageConfig, recipe)
+    rewards = build_rewards(cfg.reward_funcs, **cfg.reward_kwargs)
+    assert [r.__name__ for r in rewards] == cfg.reward_funcs
+    trl_fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    assert set(cfg.grpo_args) <= trl_fields, set(cfg.grpo_args) - trl_fields
+    if cfg.lora is not None:
+        LoraConfig(task_type="CAUSAL_LM", **cfg.lora)
+
+
+def test_paper_recipe_holds_the_papers_settings():
+    cfg = build_config(GRPOStageConfig, REPO / "pipelines" / "grpo_r1_distill_7b_paper.yaml")
+    g = cfg.grpo_args
+    assert (g["num_generations"], g["temperature"], g["learning_rate"]) == (8, 0.6, 1e-5)
+    assert g["max_completion_length"] == 4096 and g["use_vllm"] and g["vllm_mode"] == "server"
+    assert (cfg.lora["r"], cfg.lora["lora_alpha"]) == (16, 32)
+    assert cfg.reward_funcs == ["correctness", "skip_ratio", "skip_count", "length"]
+    assert cfg.reward_kwargs == {} and cfg.sample == 10000
