@@ -5,7 +5,8 @@
 #   3. SFT with LoRA (pipelines/sft_smollm2_cpu.yaml), merged weights for serving;
 #   4. generate on held-out MAWPS single-op problems with the base and the SFT'd model, same
 #      sampling, and compare skip ratio, thinking tokens and accuracy (the summaries printed).
-# Resumable: generate resumes; prune and sft overwrite. Needs: bash .ci/setup.
+#   5. GRPO from the SFT'd model for a few steps (pipelines/grpo_smollm2_sft_cpu.yaml).
+# Resumable: generate resumes; prune, sft and grpo overwrite. Needs: bash .ci/setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -23,3 +24,6 @@ for model in base sft; do
   "$PY" -m stepprune.cli generate -r pipelines/generate_smollm2_cpu.yaml --problems mawps_singleop \
     --limit "${HELDOUT:-48}" --out "$R/heldout-$model" "${flag[@]}"
 done
+# 5. GRPO from the SFT'd model (issue #7's real check): reward parts, skip ratio and length per step.
+/usr/bin/time -f "grpo: %e s" "$PY" -m stepprune.cli grpo -r pipelines/grpo_smollm2_sft_cpu.yaml \
+  --problems "$R/pruned" --model "$R/sft/merged" --out "$R/grpo"

@@ -178,7 +178,10 @@ def prune(
 
 
 def _floats(text: str | None) -> list[float] | None:
-    return None if text is None else [float(x) for x in text.split(",") if x.strip()]
+    try:
+        return None if text is None else [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from e
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -22,7 +22,7 @@ ALL = "all"
 
 def _ci(values, g, cfg) -> tuple[float, float]:
     """Bootstrap CI that resamples whole problems (samples of one problem are not independent)."""
-    groups = (g["source"] + "\x00" + g["problem_id"]).to_numpy()
+    groups = g["_group"].to_numpy()
     return bootstrap_ci(
         values, level=cfg.ci_level, n_boot=cfg.bootstrap, seed=cfg.seed, groups=groups
     )
@@ -32,6 +32,8 @@ def curve_table(results, cfg):
     """One row per (source, strategy, kappa), plus source="all": accuracy, CI, tokens, L-Acc."""
     import polars as pl
 
+    # Clusters are problems of a real source, also in the pooled "all" rows.
+    results = results.with_columns(_group=pl.col("source") + "\x00" + pl.col("problem_id"))
     both = pl.concat([results, results.with_columns(source=pl.lit(ALL))])
     rows = []
     for (source, strategy, kappa), g in both.group_by(
@@ -69,7 +71,7 @@ def paired_differences(results, cfg, against: str = "low"):
 
     wide = results.pivot(
         on="strategy", index=["source", "problem_id", "sample_index", "kappa"], values="correct"
-    )
+    ).with_columns(_group=pl.col("source") + "\x00" + pl.col("problem_id"))
     rows = []
     others = [s for s in cfg.strategies if s != against and s in wide.columns]
     if against not in wide.columns:
@@ -154,11 +156,15 @@ def write_report(cfg, files) -> dict:
     summary = {"plain": plain.to_dicts(), "results": 0}
     if shard_files(out / "results"):
         results = pl.from_arrow(read_table(out / "results", EVAL_RESULTS))
+        # A result computed twice (a run killed between its write and its flush) counts once.
+        results = results.unique(subset=list(EVAL_RESULTS.key), keep="last", maintain_order=True)
         curve = curve_table(results, cfg)
         diffs = paired_differences(results, cfg)
         curve.write_csv(out / "curve.csv")
         if diffs.height:
             diffs.write_csv(out / "paired.csv")
+        else:
+            (out / "paired.csv").unlink(missing_ok=True)
         from stepprune.plots import plot_accuracy, plot_tokens
 
         plot_accuracy(curve, out / "accuracy_vs_kappa.png", cfg.ci_level)

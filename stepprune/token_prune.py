@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from stepprune.steps import THINK_OPEN
+
 
 def drop_lowest(entropies: np.ndarray, budget: int) -> np.ndarray:
     """Indices (sorted) of the tokens kept after dropping the ``budget`` lowest-entropy ones."""
@@ -33,7 +35,10 @@ def token_compress(rows: pl.DataFrame, comp: pl.DataFrame, tokenizer) -> pl.Data
     ):
         think_ids = np.asarray(ids[:n_think])
         keep = drop_lowest(np.asarray(ent[:n_think], dtype=np.float64), n_think - kept)
-        texts.append(tokenizer.decode(think_ids[keep].tolist(), skip_special_tokens=False))
+        text = tokenizer.decode(think_ids[keep].tolist(), skip_special_tokens=False)
+        # Thinking tokens start at the completion's first token, so they hold the opening
+        # <think> when the completion writes it; the thinking text itself does not.
+        texts.append(text.removeprefix(THINK_OPEN))
     return comp.with_columns(
         compressed_thinking=pl.Series(texts, dtype=pl.String),
         skip_mask=pl.col("skip_mask").list.eval(pl.lit(False)),

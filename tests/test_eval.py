@@ -113,9 +113,9 @@ def test_eval_results_match_an_independent_recount(tiny_eval):
 
 def test_eval_answers_from_the_pruned_prompt(tiny_eval, tiny_model_dir):
     """The answer prompt is the generation prompt, the [SKIP]-pruned thinking and the lead-in."""
+    from stepprune.answer_prompts import INSTRUCT_LEAD_IN
     from stepprune.schema import EVAL_RESULTS, GENERATIONS
     from stepprune.shards import read_table
-    from stepprune.stages.eval import INSTRUCT_LEAD_IN
 
     gen, cfg, _, _ = tiny_eval
     source = {r["problem_id"]: r for r in read_table(gen, GENERATIONS).to_pylist()}
@@ -241,3 +241,58 @@ def test_eval_with_vllm_backend_agrees_with_hf(tiny_eval, tiny_model_dir, tmp_pa
         assert vl[key]["backend"] == "vllm"
     same = sum(vl[k]["answer_text"] == r["answer_text"] for k, r in hf.items())
     assert same >= 0.9 * len(hf)
+
+
+def test_answer_prompt_text_per_cot_format():
+    """Think-tag CoTs are closed with </think> (opening <think> unless the prompt did);
+    instruct CoTs get the boxed lead-in after their thinking."""
+    import polars as pl
+
+    from stepprune.answer_prompts import INSTRUCT_LEAD_IN, THINK_LEAD_IN, _variant_rows
+    from stepprune.prune import PruneSpec
+    from stepprune.stages.eval import EvalConfig
+
+    n = 3
+    pruned = pl.DataFrame(
+        {
+            "_t": ["a", "b", "c"],
+            "problem_id": ["p0", "p1", "p2"],
+            "sample_index": [0] * n,
+            "source": ["s"] * n,
+            "gold_answer": ["1"] * n,
+            "model": ["m"] * n,
+            "entropy_source": ["exact"] * n,
+            "prompt_token_ids": [[1]] * n,
+            "prompt": ["Q", "Q<think>\n", "Q"],
+            "think_format": ["think_tags", "think_tags", "final_paragraph"],
+            "compressed_thinking": ["\nA.\n\n[SKIP]\n", "\nA.\n\n[SKIP]\n", "A.\n\n[SKIP]  "],
+            "n_steps": [2] * n,
+            "n_skipped": [1] * n,
+            "n_thinking_tokens": [9] * n,
+            "kept_thinking_tokens": [4] * n,
+            "n_tokens": [12] * n,
+            "correct": [True] * n,
+        }
+    )
+    rows = _variant_rows(pruned, PruneSpec(0.5), EvalConfig())
+    assert rows["_continuation"].to_list() == [
+        "<think>\nA.\n\n[SKIP]" + THINK_LEAD_IN,
+        "A.\n\n[SKIP]" + THINK_LEAD_IN,
+        "A.\n\n[SKIP]" + INSTRUCT_LEAD_IN,
+    ]
+    custom = _variant_rows(pruned, PruneSpec(0.5), EvalConfig(answer_lead_in="\nSo: "))
+    assert custom["_continuation"][2] == "A.\n\n[SKIP]\nSo: "
+
+
+def test_eval_refuses_other_settings_and_other_tokenizers(tiny_eval, smollm2_dir, tmp_path):
+    from stepprune.stages.eval import EvalConfig, run
+
+    gen, cfg, _, _ = tiny_eval
+    with pytest.raises(ValueError, match=r"other settings \(answer_tokens\)"):
+        run(EvalConfig(**{**cfg.__dict__, "answer_tokens": 7}))
+    with pytest.raises(ValueError, match="does not tokenize the prompt"):
+        run(EvalConfig(**{**cfg.__dict__, "out": str(tmp_path / "x"), "model": str(smollm2_dir)}))
+    with pytest.raises(ValueError, match="kappas lists a value twice"):
+        EvalConfig(kappas=[0.0, 0.2, 0.2])
+    with pytest.raises(ValueError, match="ci_level"):
+        EvalConfig(ci_level=95)

@@ -16,24 +16,25 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-
-from stepprune.stages.prune import ROW_COLUMNS
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-INSTRUCT_LEAD_IN = "\n\nTherefore, the final answer is $\\boxed{"
-THINK_LEAD_IN = "\n</think>\n\n"
-KEYS = ["problem_id", "sample_index"]
-# What prune reads, plus what answering and the token control need.
-READ_COLUMNS = [
-    *ROW_COLUMNS,
-    "prompt_token_ids",
-    "think_format",
-    "n_steps",
-    "token_ids",
-    "token_entropies",
-]
+# Fields that change what an answer is: a resumed run must have the same ones.
+ANSWER_SETTINGS = (
+    "model",
+    "backend",
+    "dtype",
+    "score",
+    "budget",
+    "protect_ends",
+    "merge_skips",
+    "seed",
+    "answer_lead_in",
+    "answer_tokens",
+    "sampling_kwargs",
+)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class EvalConfig:
     seed: int = 0
     min_steps: int = 1  # trajectories with fewer thinking steps have nothing to prune
     limit: int | None = None  # trajectories
+    max_prompt_tokens: int | None = None  # skip longer answer prompts (e.g. the engine's limit)
     answer_lead_in: str | None = None  # None: THINK_LEAD_IN or INSTRUCT_LEAD_IN by CoT format
     answer_tokens: int = 32
     batch_size: int = 32
@@ -63,25 +65,31 @@ class EvalConfig:
     grade_timeout: float = 5.0
     sampling_kwargs: dict = field(default_factory=dict)
     engine_kwargs: dict = field(default_factory=dict)
+    overwrite: bool = False  # replace results made with other answer settings
+
+    def __post_init__(self) -> None:
+        for name in ("bootstrap", "answer_tokens", "batch_size", "rows_per_shard"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.ci_level < 1.0:
+            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        for name in ("kappas", "strategies"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} lists a value twice: {values}")
 
     def specs(self) -> list:
         from stepprune.prune import PruneSpec
 
-        return [
-            PruneSpec(
-                float(k), s, self.score, self.budget, self.protect_ends, self.merge_skips, seed
-            )
-            for seed in [self.seed]
-            for s in self.strategies
-            for k in self.kappas
-        ]
+        args = (self.score, self.budget, self.protect_ends, self.merge_skips, self.seed)
+        return [PruneSpec(float(k), s, *args) for s in self.strategies for k in self.kappas]
 
 
 def run(cfg: EvalConfig) -> dict:
-    from pathlib import Path
-
     import pyarrow.parquet as pq
 
+    from stepprune.answer_prompts import build_variants
+    from stepprune.models import model_label
     from stepprune.report import write_report
     from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_file_schema
     from stepprune.shards import existing_keys, shard_files
@@ -94,12 +102,39 @@ def run(cfg: EvalConfig) -> dict:
         check_file_schema(pq.read_schema(f), GENERATIONS, f)
     results_dir = Path(cfg.out) / "results"
     if specs:
+        _check_settings(cfg, results_dir)
         done = existing_keys(results_dir, EVAL_RESULTS)
         tokenizer = _tokenizer(cfg)
-        variants = build_variants(files, cfg, specs, tokenizer, done)
+        variants = build_variants(files, cfg, specs, tokenizer, done, model_label(cfg.model))
         if variants.height:
             answer_variants(variants, cfg, tokenizer, results_dir)
     return write_report(cfg, files)
+
+
+def _settings(cfg: EvalConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k in ANSWER_SETTINGS}
+
+
+def _check_settings(cfg: EvalConfig, results_dir: Path) -> None:
+    """Resume only results made the same way; clear temp files a killed run left behind."""
+    import json
+    import shutil
+
+    path = results_dir.parent / "eval_settings.json"
+    if results_dir.is_dir() and any(results_dir.glob("*.parquet")):
+        old = json.loads(path.read_text()) if path.exists() else {}
+        diff = sorted(k for k in ANSWER_SETTINGS if old.get(k) != _settings(cfg).get(k))
+        if diff and not cfg.overwrite:
+            raise ValueError(
+                f"{results_dir}: results were made with other settings ({', '.join(diff)}); "
+                "use another --out, or --set overwrite=true to replace them"
+            )
+        if diff:
+            shutil.rmtree(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for tmp in results_dir.glob(".tmp-*"):
+        tmp.unlink()
+    path.write_text(json.dumps(_settings(cfg), indent=1, sort_keys=True) + "\n")
 
 
 def _tokenizer(cfg: EvalConfig):
@@ -110,140 +145,67 @@ def _tokenizer(cfg: EvalConfig):
     return AutoTokenizer.from_pretrained(resolve_model(cfg.model))
 
 
-def build_variants(files, cfg: EvalConfig, specs, tokenizer, done: set):
-    """One row per (trajectory, strategy, kappa) not in ``done``, with its answer prompt text."""
-    import polars as pl
-    import pyarrow.parquet as pq
-
-    from stepprune.stages.prune import prune_frame
-
-    frames, remaining = [], cfg.limit
-    for path in files:
-        if remaining is not None and remaining <= 0:
-            break
-        df = pl.from_arrow(pq.read_table(path, columns=READ_COLUMNS)).with_row_index("_row")
-        df = df.filter(pl.col("n_steps") >= cfg.min_steps)
-        if remaining is not None:
-            df = df.head(remaining)
-            remaining -= df.height
-        df = df.with_row_index("_r").with_columns(
-            _t=pl.lit(path.name) + pl.col("_r").cast(pl.String)
-        )
-        for spec in specs:
-            pruned = prune_frame(df, spec, tokenizer, path)
-            frames.append(_variant_rows(pruned, spec, cfg))
-    if not frames:
-        return pl.DataFrame()
-    variants = pl.concat(frames)
-    if done:
-        keys = pl.DataFrame(
-            list(done), schema=[*KEYS, "strategy", "kappa"], orient="row"
-        ).with_columns(pl.col("sample_index").cast(pl.Int32))
-        variants = variants.join(keys, on=[*KEYS, "strategy", "kappa"], how="anti")
-    log.info("%d (trajectory, strategy, kappa) results to compute", variants.height)
-    return variants
-
-
-def _variant_rows(pruned, spec, cfg: EvalConfig):
-    import polars as pl
-
-    think = pl.col("think_format") == "think_tags"
-    opened = pl.col("prompt").str.strip_chars_end().str.ends_with("<think>")
-    lead = (
-        pl.lit(cfg.answer_lead_in)
-        if cfg.answer_lead_in is not None
-        else pl.when(think).then(pl.lit(THINK_LEAD_IN)).otherwise(pl.lit(INSTRUCT_LEAD_IN))
-    )
-    body = pl.when(think).then(
-        pl.when(opened).then(pl.lit("")).otherwise(pl.lit("<think>\n"))
-        + pl.col("compressed_thinking").str.strip_chars()
-    )
-    body = body.otherwise(pl.col("compressed_thinking").str.strip_chars_end())
-    return pruned.select(
-        "_t",
-        *KEYS,
-        "source",
-        "gold_answer",
-        "model",
-        "entropy_source",
-        "prompt_token_ids",
-        strategy=pl.lit(spec.strategy),
-        kappa=pl.lit(spec.kappa, pl.Float64),
-        score=pl.lit(spec.score),
-        budget=pl.lit(spec.budget),
-        seed=pl.lit(spec.seed, pl.Int64),
-        n_steps="n_steps",
-        n_skipped=pl.col("n_skipped").cast(pl.Int32),
-        original_thinking_tokens=pl.col("n_thinking_tokens").cast(pl.Int32),
-        kept_thinking_tokens=pl.col("kept_thinking_tokens").cast(pl.Int32),
-        original_tokens=pl.col("n_tokens").cast(pl.Int32),
-        original_correct="correct",
-        answer_lead_in=lead,
-        _continuation=body + lead,
-    )
-
-
 def answer_variants(variants, cfg: EvalConfig, tokenizer, results_dir) -> None:
     """Answer each distinct prompt once, in trajectory order, writing results as batches end."""
     import polars as pl
     from tqdm.auto import tqdm
 
-    from stepprune.backends import SamplingSpec, load_backend
-    from stepprune.models import model_label, resolve_model
-    from stepprune.schema import EVAL_RESULTS
-    from stepprune.shards import ShardWriter
+    from stepprune.answer_prompts import distinct_prompts
+    from stepprune.models import model_label
 
-    prompt_key = [*KEYS, "_continuation"]
-    # Trajectory-major order: a batch holds one trajectory's variants, which share the prompt
-    # prefix (vLLM's prefix cache hits) and have similar lengths (little padding for hf).
-    unique = (
-        variants.unique(subset=prompt_key, maintain_order=True)
-        .sort("_t", maintain_order=True)
-        .select(*prompt_key, "prompt_token_ids", "answer_lead_in", "gold_answer")
-    )
+    variants, prompts = distinct_prompts(variants, tokenizer, cfg.max_prompt_tokens)
+    log.info("%d distinct answer prompts for %d results", prompts.height, variants.height)
     label = model_label(cfg.model)
-    others = sorted(set(variants["model"].unique()) - {label})
-    if others:
-        log.warning("answering CoTs generated by %s with a different model: %s", others, label)
-    log.info("%d distinct answer prompts for %d results", unique.height, variants.height)
+    backend, spec = _backend(cfg)
+    bar = tqdm(total=variants.height, unit="result", desc="eval", dynamic_ncols=True)
+    with _writer(cfg, results_dir) as writer:
+        for start in range(0, prompts.height, cfg.batch_size):
+            batch = prompts.slice(start, cfg.batch_size)
+            answers = _answer_batch(batch, backend, spec, cfg)
+            mine = variants.filter(pl.col("_pid").is_between(start, start + batch.height - 1))
+            rows = mine.join(answers, on="_pid", how="inner").drop("_t", "_pid", "model")
+            writer.write(
+                rows.with_columns(backend=pl.lit(cfg.backend), model=pl.lit(label)).to_dicts()
+            )
+            writer.maybe_flush()
+            bar.update(rows.height)
+    bar.close()
+
+
+def _backend(cfg: EvalConfig):
+    from stepprune.backends import SamplingSpec, load_backend
+    from stepprune.models import resolve_model
+
     backend = load_backend(
         cfg.backend, resolve_model(cfg.model), dtype=cfg.dtype, **cfg.engine_kwargs
     )
     spec = SamplingSpec(
         greedy=True, max_new_tokens=cfg.answer_tokens, seed=cfg.seed, extra=cfg.sampling_kwargs
     )
+    return backend, spec
+
+
+def _writer(cfg: EvalConfig, results_dir):
+    from stepprune.schema import EVAL_RESULTS
+    from stepprune.shards import ShardWriter
+
     # A fresh tag per run: a resumed run adds shards and never rewrites a finished one.
-    tag = f"{time.time_ns():x}"
-    writer = ShardWriter(
+    return ShardWriter(
         results_dir,
         EVAL_RESULTS,
         rows_per_shard=cfg.rows_per_shard,
-        tag=tag,
+        tag=f"{time.time_ns():x}",
         flush_seconds=cfg.flush_seconds,
     )
-    bar = tqdm(total=variants.height, unit="result", desc="eval", dynamic_ncols=True)
-    with writer:
-        for start in range(0, unique.height, cfg.batch_size):
-            batch = unique.slice(start, cfg.batch_size)
-            answers = _answer_batch(batch, backend, tokenizer, spec, cfg)
-            rows = variants.join(answers, on=prompt_key, how="inner").drop(
-                "_t", "_continuation", "prompt_token_ids"
-            )
-            rows = rows.with_columns(backend=pl.lit(cfg.backend), model=pl.lit(label))
-            writer.write(rows.to_dicts())
-            writer.maybe_flush()
-            bar.update(rows.height)
-    bar.close()
 
 
-def _answer_batch(batch, backend, tokenizer, spec, cfg: EvalConfig):
+def _answer_batch(batch, backend, spec, cfg: EvalConfig):
     import polars as pl
 
     from stepprune import grading
     from stepprune.trajectory import completion_text
 
-    conts = tokenizer(batch["_continuation"].to_list(), add_special_tokens=False)["input_ids"]
-    prompts = [list(p) + c for p, c in zip(batch["prompt_token_ids"], conts, strict=True)]
+    prompts = batch["_ids"].to_list()
     comps = backend.generate(prompts, spec)
     texts, extracted, correct = [], [], []
     for comp, lead, gold in zip(comps, batch["answer_lead_in"], batch["gold_answer"], strict=True):
@@ -253,7 +215,7 @@ def _answer_batch(batch, backend, tokenizer, spec, cfg: EvalConfig):
         extracted.append(grade.extracted)
         correct.append(grade.correct)
     created = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-    return batch.select(*KEYS, "_continuation").with_columns(
+    return batch.select("_pid").with_columns(
         answer_prompt_tokens=pl.Series([len(p) for p in prompts], dtype=pl.Int32),
         answer_text=pl.Series(texts, dtype=pl.String),
         answer_finish_reason=pl.Series([c.finish_reason for c in comps], dtype=pl.String),
