@@ -23,9 +23,9 @@ Shared reading of a completion (plain text, or TRL's conversational ``[{"role": 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from stepprune.steps import (
     DEFAULT_STEP_PATTERN,
@@ -267,9 +267,10 @@ class LengthReward(Reward):
         return [self.penalty if n > self.max_tokens else 0.0 for n in lengths]
 
 
-REWARDS: dict[str, type[Reward]] = {
-    cls.name: cls for cls in (CorrectnessReward, SkipRatioReward, SkipCountReward, LengthReward)
-}
+# Read-only: a caller adding or replacing an entry would change every later build_rewards.
+REWARDS: Mapping[str, type[Reward]] = MappingProxyType(
+    {cls.name: cls for cls in (CorrectnessReward, SkipRatioReward, SkipCountReward, LengthReward)}
+)
 PAPER_REWARDS = ("correctness", "skip_ratio", "skip_count", "length")
 
 
@@ -289,20 +290,3 @@ def build_rewards(names: Sequence[str], tokenizer=None, **options: dict) -> list
         except TypeError as e:
             raise ValueError(f"reward {name!r}: bad options {sorted(kwargs)} ({e})") from e
     return rewards
-
-
-def total_rewards(
-    rewards: Sequence[Reward], weights: Sequence[float] | None, completions, **call_kwargs
-) -> list[float]:
-    """Per-completion weighted sum, as TRL forms it: None counts 0; all None gives NaN."""
-    weights = [1.0] * len(rewards) if weights is None else list(weights)
-    if len(weights) != len(rewards):
-        raise ValueError(f"{len(weights)} reward weights for {len(rewards)} rewards")
-    columns = [r(completions=completions, **call_kwargs) for r in rewards]
-    totals = []
-    for row in zip(*columns, strict=True):
-        if all(v is None for v in row):
-            totals.append(math.nan)
-            continue
-        totals.append(sum(w * v for w, v in zip(weights, row, strict=True) if v is not None))
-    return totals

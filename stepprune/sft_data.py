@@ -1,11 +1,13 @@
 """SFT training data: pruned shards -> filtered, mixed prompt/completion rows, with provenance.
 
 Rows are read from ``pruned`` shards only (any other file is refused by name), filtered in this
-order: ``correct_only``, ``kappa``, ``strategy``; then a seeded choice of exactly
-round(``unpruned_fraction`` x rows) of them train on their original, unpruned thinking instead
-of the compressed one (each trajectory appears once, either way); then rows whose training
-sequence (prompt + completion + EOS, in tokens of the training tokenizer) exceeds
-``max_tokens`` are dropped, so the length limit applies to the text actually trained on.
+order: ``correct_only``, ``kappa``, ``strategy``, then ``max_tokens``: rows whose training
+sequence (prompt + completion + EOS, in tokens of the training tokenizer) exceeds it are
+dropped. Of the N rows left, a seeded choice of exactly round(``unpruned_fraction`` x N) train
+on their original, unpruned thinking instead of the compressed one (each trajectory appears
+once, either way). That choice is made only among rows whose unpruned sequence fits
+``max_tokens`` too, so the limit holds for the text actually trained on and the count stays
+exact; if fewer rows fit than the fraction asks for, that is an error, not a smaller mix.
 
 The dataset is TRL's non-conversational prompt-completion format: ``prompt`` is the rendered
 chat prompt and ``completion`` the assistant's text, so TRL masks the prompt out of the loss
@@ -99,16 +101,38 @@ def read_rows(files: list[Path], cfg, report: DataReport) -> list[dict]:
     return keep
 
 
-def mix_unpruned(rows: list[dict], fraction: float, seed: int) -> int:
-    """Switch exactly round(fraction x len(rows)) seeded-random rows to their original thinking."""
+def unpruned_completion(row: dict) -> str:
+    """The completion of ``row`` with its original, unpruned thinking."""
+    return render_completion(row["prompt"], row["original_thinking"], row["answer_text"])
+
+
+def mix_unpruned(
+    rows: list[dict], lengths: list[int], cfg, tokenizer, report: DataReport
+) -> list[int]:
+    """Switch exactly round(fraction x len(rows)) seeded rows to their unpruned thinking, in
+    place, choosing only among rows whose unpruned sequence fits ``max_tokens``; the new
+    training lengths of all rows."""
     import numpy as np
 
-    n = round(fraction * len(rows))
-    for i in np.random.default_rng(seed).choice(len(rows), size=n, replace=False):
-        r = rows[int(i)]
-        r["completion"] = render_completion(r["prompt"], r["original_thinking"], r["answer_text"])
-        r["unpruned"] = True
-    return n
+    n = round(cfg.unpruned_fraction * len(rows))
+    if n == 0:
+        return lengths
+    unpruned = [{**r, "completion": unpruned_completion(r)} for r in rows]
+    unpruned_lengths = sequence_lengths(unpruned, tokenizer)
+    fits = [
+        i for i, k in enumerate(unpruned_lengths) if cfg.max_tokens is None or k <= cfg.max_tokens
+    ]
+    if len(fits) < n:
+        raise ValueError(
+            f"unpruned_fraction {cfg.unpruned_fraction} asks for {n} of {len(rows)} rows with "
+            f"their unpruned thinking, but only {len(fits)} fit max_tokens {cfg.max_tokens} "
+            f"that way: lower unpruned_fraction or raise max_tokens ({_counts(report)})"
+        )
+    lengths = list(lengths)
+    for i in map(int, np.random.default_rng(cfg.seed).choice(fits, size=n, replace=False)):
+        rows[i]["completion"], rows[i]["unpruned"] = unpruned[i]["completion"], True
+        lengths[i] = unpruned_lengths[i]
+    return lengths
 
 
 def added_bos(tokenizer) -> str:
@@ -137,7 +161,6 @@ def build_dataset(files: list[Path], cfg, tokenizer):
 
     report = DataReport()
     rows = read_rows(files, cfg, report)
-    mix_unpruned(rows, cfg.unpruned_fraction, cfg.seed)
     bos = added_bos(tokenizer)
     for r in rows:
         r["prompt"] = r["prompt"].removeprefix(bos) if bos else r["prompt"]
@@ -149,6 +172,7 @@ def build_dataset(files: list[Path], cfg, tokenizer):
     if not rows:
         raise ValueError(f"no training rows left after filtering: {_counts(report)}")
     report.rows = len(rows)
+    lengths = mix_unpruned(rows, lengths, cfg, tokenizer, report)
     report.unpruned = sum(1 for r in rows if r.get("unpruned"))
     report.max_sequence_tokens = max(lengths)
     groups = Counter(f"kappa={r['kappa']:.3g} strategy={r['strategy']}" for r in rows)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -109,22 +111,52 @@ def load_weights(path: Path) -> dict:
     return load_file(str(path / "model.safetensors"))
 
 
+def regraded_correctness(out: Path) -> dict[int, list[tuple[float, float]]]:
+    """Step -> [(logged correctness, ``CorrectnessReward`` on the logged completion and the gold
+    of its problem "{i} apples?")] over the completions TRL logged (``log_completions``)."""
+    import pandas as pd
+
+    from stepprune.rewards import CorrectnessReward, completion_text
+
+    grader, pairs = CorrectnessReward(wrong=-0.25), {}
+    for path in sorted((out / "completions").glob("completions_*.parquet")):
+        for _, r in pd.read_parquet(path).iterrows():
+            gold = re.search(r"(\d+) apples\?", r["prompt"][-1]["content"]).group(1)
+            text = completion_text(list(r["completion"]))
+            regraded = grader(completions=[text], gold_answer=[gold])[0]
+            pairs.setdefault(int(r["step"]), []).append((r["correctness"], regraded))
+    return pairs
+
+
 def test_tiny_grpo_run_changes_parameters_and_logs_every_part(
     eos_model_dir, problems_file, tmp_path
 ):
     import torch
 
     out = tmp_path / "grpo"
-    summary = run(tiny_config(eos_model_dir, problems_file, out, max_steps=3))
+    weights = {"length": 1.0, "skip_ratio": 0.5, "correctness": 1.0}
+    # wrong=-0.25: a graded completion is told apart from a row whose gold never arrived (None)
+    options = {"length": {"max_tokens": 8}, "correctness": {"wrong": -0.25}}
+    cfg = tiny_config(eos_model_dir, problems_file, out, max_steps=3, reward_kwargs=options)
+    cfg.reward_funcs, cfg.reward_weights = list(weights), list(weights.values())
+    cfg.grpo_args["log_completions"] = True  # TRL writes completions/*.parquet with rewards
+    summary = run(cfg)
     history = read_history(out)
     assert [h["step"] for h in history] == [1, 2, 3]
     # The run had a learning signal: some group's length rewards differed.
     assert max(h["rewards/length/std"] for h in history) > 0
+    # The gold_answer column reached the correctness reward through TRL: what it logged is
+    # what the grader gives on the logged completions.
+    graded = regraded_correctness(out)
+    assert sorted(graded) == [1, 2, 3]
     for h in history:
+        logged, expected = zip(*graded[h["step"]], strict=True)
+        assert list(logged) == list(expected) and len(logged) == 4
+        assert math.isfinite(h["rewards/correctness/mean"])
+        assert h["rewards/correctness/mean"] == pytest.approx(sum(expected) / len(expected))
         assert -1.0 <= h["rewards/length/mean"] <= 0.0
-        assert h["reward"] == pytest.approx(
-            1.0 * h["rewards/length/mean"] + 0.5 * h["rewards/skip_ratio/mean"], abs=1e-6
-        )
+        total = sum(w * h[f"rewards/{name}/mean"] for name, w in weights.items())
+        assert h["reward"] == pytest.approx(total, abs=1e-6)
         assert 1 <= h["completions/mean_length"] <= 16
         assert h["skip/ratio"] == 0.0 and h["entropy"] > 0
     before, after = load_weights(eos_model_dir), load_weights(out)
@@ -132,11 +164,12 @@ def test_tiny_grpo_run_changes_parameters_and_logs_every_part(
     assert len(changed) >= len(before) // 2
     assert summary["global_step"] == 3 and summary["resumed_from"] is None
     assert summary["last"]["reward"] == pytest.approx(history[-1]["reward"])
-    assert set(summary["rewards"]) == {"length", "skip_ratio"}
+    assert set(summary["rewards"]) == {"length", "skip_ratio", "correctness"}
     card = (out / "README.md").read_text()
     assert '| length | 1.0 | {"max_tokens": 8} |' in card and "| num_generations | 4 |" in card
     assert (out / "reward_curve.png").stat().st_size > 1000
-    assert json.loads((out / "stepprune_config.json").read_text())["reward_weights"] == [1.0, 0.5]
+    saved = json.loads((out / "stepprune_config.json").read_text())
+    assert saved["reward_weights"] == [1.0, 0.5, 1.0]
 
 
 def test_resume_continues_from_the_last_checkpoint(eos_model_dir, problems_file, tmp_path):
@@ -151,6 +184,13 @@ def test_resume_continues_from_the_last_checkpoint(eos_model_dir, problems_file,
     assert [h["step"] for h in read_history(out)] == [1, 2, 3]
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+    # --resume on a directory with files but no checkpoint: refused, nothing deleted
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a run")
+    with pytest.raises(FileExistsError, match="--resume: .* holds files but no checkpoint"):
+        run(tiny_config(eos_model_dir, problems_file, other, max_steps=1, resume=True))
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
 
 def test_special_skip_token_reaches_the_rewards(tiny_model_dir, problems_file, tmp_path):
@@ -161,33 +201,17 @@ def test_special_skip_token_reaches_the_rewards(tiny_model_dir, problems_file, t
     model = biased_copy(tiny_model_dir, tmp_path / "skip-qwen2", add_skip=True)
     assert "[SKIP]" in AutoTokenizer.from_pretrained(model).all_special_tokens
     out = tmp_path / "grpo"
-    cfg = tiny_config(
-        model,
-        problems_file,
-        out,
-        max_steps=1,
-        grpo_args={**TINY_ARGS, "max_steps": 1, "save_steps": 10},
-    )
-    run(cfg)
+    no_save = {**TINY_ARGS, "max_steps": 1, "save_steps": 10}
+    run(tiny_config(model, problems_file, out, max_steps=1, grpo_args=no_save))
     (step,) = read_history(out)
     assert step["skip/count"] >= 0.5  # [SKIP]s per completion; 0 if the rewards lost them
 
 
 def test_grpo_args_pass_through_and_refusals(tmp_path):
-    cfg = GRPOStageConfig(
-        out=str(tmp_path / "o"),
-        grpo_args=dict(
-            num_generations=8, temperature=0.6, loss_type="grpo", beta=0.04, use_cpu=True
-        ),
-        reward_weights=[1, 1, 1, 0.5],
-    )
+    given = dict(num_generations=8, temperature=0.6, loss_type="grpo", beta=0.04, use_cpu=True)
+    cfg = GRPOStageConfig(out=str(tmp_path / "o"), grpo_args=given, reward_weights=[1, 1, 1, 0.5])
     args = grpo_config(cfg)
-    assert (args.num_generations, args.temperature, args.loss_type, args.beta) == (
-        8,
-        0.6,
-        "grpo",
-        0.04,
-    )
+    assert all(getattr(args, k) == v for k, v in given.items())
     assert args.reward_weights == [1, 1, 1, 0.5] and args.output_dir == cfg.out
     import torch
 
@@ -204,10 +228,16 @@ def test_grpo_args_pass_through_and_refusals(tmp_path):
             grpo_config(dataclasses.replace(cfg, **overrides))
 
 
-def test_default_rewards_are_the_papers():
-    from stepprune.rewards import PAPER_REWARDS
-
-    assert GRPOStageConfig().reward_funcs == list(PAPER_REWARDS)
+def test_unknown_lora_key_is_a_value_error_before_out_is_touched(
+    eos_model_dir, problems_file, tmp_path
+):
+    out = tmp_path / "grpo"
+    out.mkdir()
+    (out / "keep.txt").write_text("old run")
+    cfg = tiny_config(eos_model_dir, problems_file, out, 1, overwrite=True, lora={"rr": 4})
+    with pytest.raises(ValueError, match="lora: .*rr"):  # the CLI reports ValueErrors
+        run(cfg)
+    assert (out / "keep.txt").exists()
 
 
 def write_pruned_shard(path: Path, rows: list[tuple[str, int, str, str]]) -> None:
@@ -230,27 +260,15 @@ def write_pruned_shard(path: Path, rows: list[tuple[str, int, str, str]]) -> Non
 
 def test_training_problems_from_pruned_shards(tmp_path):
     shards = tmp_path / "pruned"
-    rows = [
-        ("toy-0", 0, "1+1?", "2"),
-        ("toy-0", 1, "1+1?", "2"),
-        ("toy-1", 0, "2+3?", "5"),
-        ("toy-2", 0, "9-4?", "5"),
-    ]
-    write_pruned_shard(shards, rows)
+    unique = [("toy-0", "1+1?", "2"), ("toy-1", "2+3?", "5"), ("toy-2", "9-4?", "5")]
+    write_pruned_shard(shards, [(i, 0, q, a) for i, q, a in unique] + [("toy-0", 1, "1+1?", "2")])
     problems = training_problems(str(shards))
-    assert [(p.id, p.problem, p.answer) for p in problems] == [
-        ("toy-0", "1+1?", "2"),
-        ("toy-1", "2+3?", "5"),
-        ("toy-2", "9-4?", "5"),
-    ]
-    assert [p.id for p in training_problems(str(shards / "part-00000.parquet"), limit=2)] == [
-        "toy-0",
-        "toy-1",
-    ]
+    assert [(p.id, p.problem, p.answer) for p in problems] == unique  # one per problem
+    first_two = training_problems(str(shards / "part-00000.parquet"), limit=2)
+    assert [p.id for p in first_two] == ["toy-0", "toy-1"]
     drawn = [p.id for p in training_problems(str(shards), sample=2, seed=3)]
-    assert len(set(drawn)) == 2 and drawn == [
-        p.id for p in training_problems(str(shards), sample=2, seed=3)
-    ]
+    again = [p.id for p in training_problems(str(shards), sample=2, seed=3)]
+    assert len(set(drawn)) == 2 and drawn == again
     ds = build_dataset(problems[:1], "Q: {problem} (box it)", system_prompt="Be brief.")
     assert ds[0] == {
         "prompt": [
@@ -280,6 +298,7 @@ def test_grpo_recipes_build_their_rewards_lora_and_trl_args(recipe):
     from trl import GRPOConfig
 
     from stepprune.rewards import build_rewards
+    from stepprune.stages.sft import lora_config
 
     cfg = build_config(GRPOStageConfig, recipe)
     rewards = build_rewards(cfg.reward_funcs, **cfg.reward_kwargs)
@@ -287,7 +306,8 @@ def test_grpo_recipes_build_their_rewards_lora_and_trl_args(recipe):
     trl_fields = {f.name for f in dataclasses.fields(GRPOConfig)}
     assert set(cfg.grpo_args) <= trl_fields, set(cfg.grpo_args) - trl_fields
     if cfg.lora is not None:
-        LoraConfig(task_type="CAUSAL_LM", **cfg.lora)
+        assert isinstance(lora_config(cfg.lora), LoraConfig)
+        assert lora_config({"task_type": "CAUSAL_LM", **cfg.lora}).task_type == "CAUSAL_LM"
 
 
 def test_paper_recipe_holds_the_papers_settings():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Sequence
+from types import MappingProxyType
 
 import pytest
 
@@ -17,7 +19,6 @@ from stepprune.rewards import (
     build_rewards,
     completion_text,
     skip_stats,
-    total_rewards,
 )
 
 
@@ -200,6 +201,9 @@ def test_registry_names_and_build():
         build_rewards(["correctness"], length={"max_tokens": 1})
     with pytest.raises(ValueError, match="bad options"):
         build_rewards(["length"], length={"max_tokenz": 1})
+    assert isinstance(REWARDS, MappingProxyType)
+    with pytest.raises(TypeError):
+        REWARDS["brevity"] = LengthReward  # read-only: no caller can change the registry
 
 
 @pytest.mark.parametrize("name", list(REWARDS))
@@ -237,6 +241,20 @@ def test_completion_text_forms():
 
 
 # ---- the four rewards together -------------------------------------------------------------------
+
+
+def total_rewards(rewards, weights: Sequence[float] | None, completions, **call_kwargs):
+    """Per-completion weighted sum, as TRL forms it: None counts 0; all None gives NaN."""
+    weights = [1.0] * len(rewards) if weights is None else list(weights)
+    assert len(weights) == len(rewards)
+    columns = [r(completions=completions, **call_kwargs) for r in rewards]
+    totals = []
+    for row in zip(*columns, strict=True):
+        if all(v is None for v in row):
+            totals.append(math.nan)
+            continue
+        totals.append(sum(w * v for w, v in zip(weights, row, strict=True) if v is not None))
+    return totals
 
 
 def test_four_rewards_total_matches_hand_computation():

@@ -3,8 +3,13 @@
 Owns the stage config, the output directory (checkpoints, final model, ``log_history.jsonl``
 rewritten at every log so a killed run keeps its curve, ``reward_curve.png``, ``summary.json``
 and the model card ``README.md``) and resuming. Everything TRL owns stays in ``grpo_args``,
-passed to ``trl.GRPOConfig`` untouched; ``lora`` is passed to ``peft.LoraConfig``. Rollouts use
-vLLM when ``grpo_args`` says ``use_vllm`` (colocate or server mode), else transformers.
+passed to ``trl.GRPOConfig`` untouched; ``lora`` is passed to ``peft.LoraConfig`` (an unknown
+key in either is a ``ValueError`` naming it). Rollouts use vLLM when ``grpo_args`` says
+``use_vllm`` (colocate or server mode), else transformers.
+
+``out`` is never cleared without ``overwrite``. ``resume`` continues from the newest checkpoint
+in ``out``, starts from the model when ``out`` is empty or missing, and refuses an ``out`` that
+holds files but no checkpoint (an old run's logs and card would be mixed with the new run's).
 
 Logged per step (``log_history.jsonl``): ``reward``, ``rewards/<name>/mean`` for each reward,
 ``skip/ratio``, ``skip/count``, ``skip/kept_steps`` (from the skip_ratio reward),
@@ -85,7 +90,8 @@ def _has_gpu() -> bool:
 
 
 def _prepare_out(cfg: GRPOStageConfig) -> str | None:
-    """The checkpoint to resume from, if any; clears ``out`` when asked to overwrite it."""
+    """The checkpoint to resume from, if any; clears ``out`` when asked to overwrite it (rules in
+    the module docstring)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(cfg.out)
@@ -94,13 +100,20 @@ def _prepare_out(cfg: GRPOStageConfig) -> str | None:
             raise FileNotFoundError(f"resume: checkpoint {cfg.resume!r} not found")
         return cfg.resume
     checkpoint = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
-    if cfg.resume and checkpoint is None:
-        log.warning("resume: no checkpoint in %s; starting from the model", out)
-    if checkpoint is None and out.is_dir() and any(out.iterdir()):
+    if checkpoint is not None:
+        return checkpoint
+    if out.is_dir() and any(out.iterdir()):
+        if cfg.resume and not cfg.overwrite:
+            raise FileExistsError(
+                f"--resume: {out} holds files but no checkpoint to resume from; "
+                "pass --overwrite to replace them or choose another --out"
+            )
         if not cfg.overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it or --resume")
         shutil.rmtree(out)
-    return checkpoint
+    if cfg.resume:
+        log.warning("resume: no checkpoint in %s; starting from the model", out)
+    return None
 
 
 def _log_writer(out: Path):
@@ -124,13 +137,13 @@ def write_log_history(out: Path, history: list[dict]) -> None:
 
 
 def run(cfg: GRPOStageConfig) -> dict:
-    from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
     from stepprune.grpo_data import build_dataset, training_problems
     from stepprune.models import resolve_model
     from stepprune.rewards import build_rewards
+    from stepprune.stages.sft import lora_config
 
     args = grpo_config(cfg)  # first: it sets up the distributed state the rest relies on
     problems = training_problems(
@@ -141,6 +154,7 @@ def run(cfg: GRPOStageConfig) -> dict:
         model, padding_side="left", truncation_side="left", trust_remote_code=args.trust_remote_code
     )
     rewards = build_rewards(cfg.reward_funcs, tokenizer=tokenizer, **cfg.reward_kwargs)
+    peft_config = lora_config(cfg.lora) if cfg.lora is not None else None
     # Only now, with every input checked, may an old output be replaced.
     with args.main_process_first(local=False, desc="grpo output directory"):
         checkpoint = _prepare_out(cfg)
@@ -150,7 +164,7 @@ def run(cfg: GRPOStageConfig) -> dict:
         args=args,
         train_dataset=build_dataset(problems, cfg.prompt_template, cfg.system_prompt),
         processing_class=tokenizer,
-        peft_config=LoraConfig(task_type="CAUSAL_LM", **cfg.lora) if cfg.lora is not None else None,
+        peft_config=peft_config,
         callbacks=[_log_writer(Path(cfg.out))],
     )
     log.info("GRPO on %d problems, rewards %s, resume from %s", len(problems), rewards, checkpoint)

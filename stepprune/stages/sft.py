@@ -2,9 +2,10 @@
 
 TRL's ``SFTTrainer`` on prompt/completion rows (loss on the completion only, see
 ``stepprune.sft_data``), full fine-tuning or PEFT LoRA. ``sft_args`` is handed to
-``trl.SFTConfig`` untouched and ``lora`` to ``peft.LoraConfig``; this stage only fills defaults
-that must follow its own fields: ``output_dir`` is ``out``, ``seed`` is ``seed``, and
-``max_length`` is ``max_tokens`` (TRL's own default, 1024, would silently cut long rows).
+``trl.SFTConfig`` untouched and ``lora`` to ``peft.LoraConfig`` (an unknown key in either is a
+``ValueError`` naming it). The stage owns ``output_dir`` (``out``) and ``seed`` (``seed``):
+``sft_args`` may not set them, as in the grpo stage. ``max_length`` defaults to ``max_tokens``
+(TRL's own default, 1024, would silently cut long rows).
 ``model_init_kwargs`` (e.g. ``dtype``) is used to load the model here, because the model has to
 be loaded before the trainer to give it the [SKIP] token (``stepprune.skip_token``).
 
@@ -12,7 +13,8 @@ With LoRA, the [SKIP] rows of the input embedding and output head are trained th
 ``trainable_token_indices`` unless ``lora`` names ``trainable_token_indices`` or
 ``modules_to_save`` itself. ``<out>`` receives the model (or adapter), tokenizer, chat template
 and a model card; ``merge`` also writes LoRA-merged full weights to ``<out>/merged`` for serving.
-Nothing is deleted unless ``overwrite``; ``resume`` continues from the newest checkpoint.
+Nothing is deleted unless ``overwrite``; ``resume`` continues from the newest checkpoint, starts
+afresh when ``out`` is empty or missing, and refuses an ``out`` holding files but no checkpoint.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ class SFTStageConfig:
             raise ValueError(f"unpruned_fraction must be in [0, 1], got {self.unpruned_fraction}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if "output_dir" in self.sft_args:
-            raise ValueError("set the output directory with `out`, not sft_args.output_dir")
+        for key, owner in (("output_dir", "out"), ("seed", "seed")):
+            if key in self.sft_args:
+                raise ValueError(f"sft_args.{key}: set the stage's `{owner}` instead")
 
 
 def run(cfg: SFTStageConfig) -> dict:
@@ -59,12 +62,16 @@ def run(cfg: SFTStageConfig) -> dict:
     from stepprune.skip_token import add_skip_token, fit_embeddings
 
     files = pruned_files(cfg.input)
+    if cfg.lora:
+        lora_config(cfg.lora)  # a bad key fails here, before the output directory is touched
     model_path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     token = add_skip_token(tokenizer)
     dataset, report = build_dataset(files, cfg, tokenizer)
     args, init_kwargs = sft_config(cfg)
-    checkpoint = prepare_out(cfg, args)
+    # Process 0 clears the directory before any other process looks at it (multi-GPU runs).
+    with args.main_process_first(local=False, desc="sft output directory"):
+        checkpoint = prepare_out(cfg)
     model = load_model(model_path, init_kwargs)
     rows = fit_embeddings(model, token)
     trainer = make_trainer(cfg, args, model, tokenizer, dataset, token.token_id)
@@ -89,18 +96,23 @@ def sft_config(cfg: SFTStageConfig):
     kwargs = dict(cfg.sft_args)
     init_kwargs = dict(kwargs.pop("model_init_kwargs", None) or {})
     kwargs.setdefault("max_length", cfg.max_tokens)
-    kwargs.setdefault("seed", cfg.seed)
     if cfg.max_tokens and kwargs["max_length"] and kwargs["max_length"] < cfg.max_tokens:
         log.warning(
             "sft_args.max_length %d < max_tokens %d: TRL truncates the longer rows",
             kwargs["max_length"],
             cfg.max_tokens,
         )
-    return SFTConfig(output_dir=str(cfg.out), **kwargs), init_kwargs
+    try:
+        return SFTConfig(output_dir=str(cfg.out), seed=cfg.seed, **kwargs), init_kwargs
+    except TypeError as e:  # an unknown key: the CLI reports ValueErrors, not TypeErrors
+        raise ValueError(f"sft_args: {e}") from e
 
 
-def prepare_out(cfg: SFTStageConfig, args) -> str | None:
-    """Apply ``overwrite``/``resume`` to the output directory; the checkpoint to resume, if any."""
+def prepare_out(cfg: SFTStageConfig) -> str | None:
+    """Apply ``overwrite``/``resume`` to the output directory; the checkpoint to resume, if any.
+
+    Runs on every process, process 0 first (``run``): the others then find ``out`` cleared.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(cfg.out)
@@ -109,13 +121,20 @@ def prepare_out(cfg: SFTStageConfig, args) -> str | None:
         if not Path(cfg.resume).is_dir():
             raise FileNotFoundError(f"resume: no checkpoint directory {cfg.resume}")
         return cfg.resume
-    if cfg.resume:
-        checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
-        log.info("resuming from %s", checkpoint or "scratch: no checkpoint yet")
+    checkpoint = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
+    if checkpoint is not None:
+        log.info("resuming from %s", checkpoint)
         return checkpoint
     if busy and not cfg.overwrite:
+        if cfg.resume:
+            raise FileExistsError(
+                f"resume: {out} holds files but no checkpoint to resume from; "
+                "pass overwrite to replace them or choose another out"
+            )
         raise FileExistsError(f"{out} exists; pass overwrite to replace it or resume to continue")
-    if busy and args.process_index == 0:
+    if cfg.resume:
+        log.info("resume: no checkpoint in %s yet; starting from the model", out)
+    if busy:
         shutil.rmtree(out)
     return None
 
@@ -126,16 +145,27 @@ def load_model(path: str, init_kwargs: dict):
     return AutoModelForCausalLM.from_pretrained(path, **init_kwargs)
 
 
-def peft_config(lora: dict, model, token_id: int):
-    """``peft.LoraConfig(**lora)``, plus the [SKIP] rows as trainable tokens (module docstring)."""
+def lora_config(lora: dict):
+    """``peft.LoraConfig`` of a causal LM from ``lora`` (which may set ``task_type`` itself).
+
+    An unknown key is a ``ValueError`` naming it: the CLI reports those, not ``TypeError``.
+    """
     from peft import LoraConfig
 
+    try:
+        return LoraConfig(**{"task_type": "CAUSAL_LM", **lora})
+    except TypeError as e:
+        raise ValueError(f"lora: {e}") from e
+
+
+def peft_config(lora: dict, model, token_id: int):
+    """``lora_config(lora)`` plus the [SKIP] rows as trainable tokens (module docstring)."""
     from stepprune.skip_token import lora_token_targets
 
-    kwargs = {"task_type": "CAUSAL_LM", **lora}
+    kwargs = dict(lora)
     if kwargs.get("trainable_token_indices") is None and not kwargs.get("modules_to_save"):
         kwargs["trainable_token_indices"] = lora_token_targets(model, token_id)
-    return LoraConfig(**kwargs)
+    return lora_config(kwargs)
 
 
 def make_trainer(cfg: SFTStageConfig, args, model, tokenizer, dataset, token_id: int):
