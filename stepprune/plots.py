@@ -8,7 +8,7 @@ from pathlib import Path
 STYLE = {"low": "C0", "high": "C3", "random": "C7", "token": "C2"}
 
 
-def _panels(curve):
+def _panels(curve, sharey: bool):
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on clusters or CI
@@ -16,7 +16,7 @@ def _panels(curve):
 
     sources = sorted(curve["source"].unique().to_list(), key=lambda s: (s != "all", s))
     fig, axes = plt.subplots(
-        1, len(sources), figsize=(4.2 * len(sources), 3.6), squeeze=False, sharey=True
+        1, len(sources), figsize=(4.2 * len(sources), 3.6), squeeze=False, sharey=sharey
     )
     return plt, fig, list(zip(sources, axes[0], strict=True))
 
@@ -24,7 +24,7 @@ def _panels(curve):
 def plot_accuracy(curve, path: Path, level: float = 0.95) -> None:
     import polars as pl
 
-    plt, fig, panels = _panels(curve)
+    plt, fig, panels = _panels(curve, sharey=True)
     for source, ax in panels:
         part = curve.filter(pl.col("source") == source)
         for strategy, g in part.group_by("strategy", maintain_order=True):
@@ -47,7 +47,7 @@ def plot_accuracy(curve, path: Path, level: float = 0.95) -> None:
 def plot_tokens(curve, path: Path) -> None:
     import polars as pl
 
-    plt, fig, panels = _panels(curve)
+    plt, fig, panels = _panels(curve, sharey=False)  # sources differ in CoT length
     for source, ax in panels:
         part = curve.filter(pl.col("source") == source)
         for strategy, g in part.group_by("strategy", maintain_order=True):
