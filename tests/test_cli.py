@@ -13,21 +13,21 @@ from stepprune.stages import config_class
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_help_is_fast_and_does_not_import_torch():
+def test_help_does_not_import_heavy_libraries():
+    """What keeps --help instant is not importing them; a wall-clock bound would be a timed test."""
     code = (
-        "import sys, time; t = time.perf_counter()\n"
+        "import sys\n"
         "from typer.testing import CliRunner\n"
         "from stepprune.cli import app\n"
-        "r = CliRunner().invoke(app, ['--help'])\n"
-        "assert r.exit_code == 0, r.output\n"
-        "assert 'generate' in r.output\n"
-        "heavy = [m for m in ('torch', 'transformers', 'vllm', 'datasets') if m in sys.modules]\n"
-        "print(heavy, time.perf_counter() - t)\n"
+        "for args in (['--help'], ['eval', '--help'], ['sft', '--help'], ['grpo', '--help']):\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "assert 'generate' in CliRunner().invoke(app, ['--help']).output\n"
+        "heavy = ('torch', 'transformers', 'vllm', 'datasets', 'trl', 'peft', 'polars')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    heavy, seconds = out.stdout.rsplit("]", 1)
-    assert heavy == "["
-    assert float(seconds) < 1.0
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
