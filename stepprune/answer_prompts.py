@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from stepprune.schema import EVAL_RESULTS
 from stepprune.stages.prune import ROW_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 INSTRUCT_LEAD_IN = "\n\nTherefore, the final answer is $\\boxed{"
 THINK_LEAD_IN = "\n</think>\n\n"
 KEYS = ["problem_id", "sample_index"]
-RESULT_KEY = [*KEYS, "strategy", "kappa"]
+RESULT_KEY = list(EVAL_RESULTS.key)
 # Answering needs the prompt ids and the CoT format on top of what prune reads; the token
 # control also needs every token and its entropy, which are the largest columns by far.
 EVAL_COLUMNS = [*ROW_COLUMNS, "prompt_token_ids", "think_format", "n_steps"]

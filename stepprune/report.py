@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 ALL = "all"
 
 
+def _group_expr():
+    import polars as pl
+
+    return pl.col("source") + "\x00" + pl.col("problem_id")
+
+
 def _ci(values, g, cfg) -> tuple[float, float]:
     """Bootstrap CI that resamples whole problems (samples of one problem are not independent)."""
     groups = g["_group"].to_numpy()
@@ -33,7 +39,7 @@ def curve_table(results, cfg):
     import polars as pl
 
     # Clusters are problems of a real source, also in the pooled "all" rows.
-    results = results.with_columns(_group=pl.col("source") + "\x00" + pl.col("problem_id"))
+    results = results.with_columns(_group=_group_expr())
     both = pl.concat([results, results.with_columns(source=pl.lit(ALL))])
     rows = []
     for (source, strategy, kappa), g in both.group_by(
@@ -71,7 +77,7 @@ def paired_differences(results, cfg, against: str = "low"):
 
     wide = results.pivot(
         on="strategy", index=["source", "problem_id", "sample_index", "kappa"], values="correct"
-    ).with_columns(_group=pl.col("source") + "\x00" + pl.col("problem_id"))
+    ).with_columns(_group=_group_expr())
     rows = []
     others = [s for s in cfg.strategies if s != against and s in wide.columns]
     if against not in wide.columns:
