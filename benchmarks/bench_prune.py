@@ -5,6 +5,10 @@ Python implementation (kept below, run on the same input); within 2x of a bare P
 the same columns; peak memory <= 2 GB. All figures come from one run of this script.
 
     .venv/bin/python benchmarks/bench_prune.py --rows 70000 --workdir /tmp/stepprune-bench
+
+Each codec (``--codecs``) is used for both our output and the per-row baseline's. The
+"encode-only" column times Parquet-encoding our output tables again on one thread: a floor
+that any implementation writing that output pays on top of reading its input.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stepprune.prune import ROW_COLUMNS
 from stepprune.schema import PRUNED
-from stepprune.stages.prune import ROW_COLUMNS
 from stepprune.synthetic import synthetic_table
 
 SKIP = "[SKIP]"
@@ -42,10 +46,20 @@ def make_workload(workdir: Path, rows: int, per_shard: int) -> Path:
     return gen
 
 
-def bare_scan(gen: Path) -> float:
-    start = time.perf_counter()
+def bare_scan(gen: Path) -> tuple[float, float]:
+    """Wall and CPU seconds to read the columns prune reads, with nothing else done."""
+    start, cpu = time.perf_counter(), time.process_time()
     for f in sorted(gen.glob("*.parquet")):
         pq.read_table(f, columns=ROW_COLUMNS)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def encode_only(out: Path, compression: str) -> float:
+    """Seconds to Parquet-encode prune's output tables again, one thread, nothing else done."""
+    tables = [pq.read_table(f) for f in sorted(out.glob("*.parquet"))]
+    start = time.perf_counter()
+    for t in tables:
+        pq.write_table(t, pa.BufferOutputStream(), compression=compression)
     return time.perf_counter() - start
 
 
@@ -88,16 +102,31 @@ def naive_row(row: dict, kappa: float) -> dict:
     )
 
 
-def naive_prune(gen: Path, out: Path, kappa: float, compression: str) -> float:
+def naive_rows(rows: list[dict], kappa: float) -> list[dict]:
+    return [naive_row(r, kappa) for r in rows if r["correct"]]
+
+
+def naive_prune(gen: Path, out: Path, kappa: float, compression: str) -> dict[str, float]:
+    """Seconds per phase of the per-row baseline (its total is their sum)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    start = time.perf_counter()
+    names = ("read", "to_pylist", "rows", "from_pylist", "write")
+    phases: dict[str, float] = dict.fromkeys(names, 0.0)
+
+    def timed(name, fn, *a, **kw):
+        start = time.perf_counter()
+        result = fn(*a, **kw)
+        phases[name] += time.perf_counter() - start
+        return result
+
     for i, f in enumerate(sorted(gen.glob("*.parquet"))):
-        rows = pq.read_table(f, columns=ROW_COLUMNS).to_pylist()
-        result = [naive_row(r, kappa) for r in rows if r["correct"]]
-        table = pa.Table.from_pylist(result, schema=PRUNED.with_metadata())
-        pq.write_table(table, out / f"part-{i:05d}.parquet", compression=compression)
-    return time.perf_counter() - start
+        table = timed("read", pq.read_table, f, columns=ROW_COLUMNS)
+        rows = timed("to_pylist", table.to_pylist)
+        result = timed("rows", naive_rows, rows, kappa)
+        table = timed("from_pylist", pa.Table.from_pylist, result, schema=PRUNED.with_metadata())
+        path = out / f"part-{i:05d}.parquet"
+        timed("write", pq.write_table, table, path, compression=compression)
+    return phases
 
 
 CHILD = """
@@ -107,9 +136,27 @@ start = time.perf_counter()
 summary = run(PruneConfig(input=sys.argv[1], out=sys.argv[2], kappa=0.8, overwrite=True,
                           compression=sys.argv[3]))
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": seconds, "peak_mb": peak, "rows": summary["rows_out"]}))
+use = resource.getrusage(resource.RUSAGE_SELF)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent.
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+print(json.dumps({"seconds": seconds, "cpu": use.ru_utime + use.ru_stime,
+                  "peak_mb": int(status.split()[0]) / 1024, "rows": summary["rows_out"]}))
 """
+
+
+def ours(gen: Path, out: Path, compression: str) -> dict:
+    """One ``stepprune prune`` run in a fresh process (so peak RSS is its own)."""
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(gen), str(out), compression],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
 
 
 def main() -> None:
@@ -118,34 +165,42 @@ def main() -> None:
     ap.add_argument("--per-shard", type=int, default=5_000)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/stepprune-bench"))
     ap.add_argument("--skip-naive", action="store_true")
-    ap.add_argument("--compression", default="zstd", help="output codec, for both: zstd|lz4|none")
+    ap.add_argument("--codecs", default="zstd,lz4,none", help="output codecs, used by both sides")
+    ap.add_argument("--repeat", type=int, default=3, help="medians over this many scans/prunes")
     args = ap.parse_args()
     t0 = time.perf_counter()
     gen = make_workload(args.workdir, args.rows, args.per_shard)
     size = sum(f.stat().st_size for f in gen.glob("*.parquet")) / 2**30
     print(
-        f"workload         {args.rows} trajectories x 30 steps x 3000 tokens, {size:.2f} GiB "
-        f"zstd ({time.perf_counter() - t0:.0f} s to make or find)"
+        f"workload  {args.rows} trajectories x 30 steps x 3000 tokens, {size:.2f} GiB zstd "
+        f"({time.perf_counter() - t0:.0f} s to make or find); medians of {args.repeat} runs"
     )
-    scan = bare_scan(gen)
-    out = args.workdir / "pruned"
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(gen), str(out), args.compression],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    ours = json.loads(child.stdout.strip().splitlines()[-1])
-    print(f"bare scan        {scan:.2f} s  (the {len(ROW_COLUMNS)} columns prune reads)")
+    scans = [bare_scan(gen) for _ in range(args.repeat)]
+    scan, scan_cpu = median([s[0] for s in scans]), median([s[1] for s in scans])
+    print(f"bare scan {scan:.2f} s wall, {scan_cpu:.2f} s CPU ({len(ROW_COLUMNS)} columns)")
     print(
-        f"stepprune prune  {ours['seconds']:.2f} s  ({ours['rows']} rows written, "
-        f"peak RSS {ours['peak_mb']:.0f} MB)"
+        "codec | prune s | prune CPU s | vs scan | encode-only s | per-row s | speed-up "
+        "| peak RSS MB | output MB"
     )
-    print(f"vs bare scan     {ours['seconds'] / scan:.2f}x")
-    if not args.skip_naive:
-        naive = naive_prune(gen, args.workdir / "pruned-naive", 0.8, args.compression)
-        print(f"per-row Python   {naive:.2f} s")
-        print(f"speed-up         {naive / ours['seconds']:.1f}x over per-row Python")
+    out = args.workdir / "pruned"
+    for codec in args.codecs.split(","):
+        runs = [ours(gen, out, codec) for _ in range(args.repeat)]
+        wall = median([r["seconds"] for r in runs])
+        cpu = median([r["cpu"] for r in runs])
+        peak = max(r["peak_mb"] for r in runs)
+        out_mb = sum(f.stat().st_size for f in out.glob("*.parquet")) / 2**20
+        encode = encode_only(out, codec)
+        naive, phases = math.nan, {}
+        if not args.skip_naive:
+            phases = naive_prune(gen, args.workdir / "pruned-naive", 0.8, codec)
+            naive = sum(phases.values())
+        print(
+            f"{codec} | {wall:.2f} | {cpu:.1f} | {wall / scan:.2f}x | {encode:.2f} | "
+            f"{naive:.2f} | {naive / wall:.2f}x | {peak:.0f} | {out_mb:.0f}"
+        )
+        if phases:
+            print("  per-row phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
+    print(f"rows written {runs[-1]['rows']}")
 
 
 if __name__ == "__main__":

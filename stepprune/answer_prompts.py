@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from stepprune.prune import ROW_COLUMNS
 from stepprune.schema import EVAL_RESULTS
-from stepprune.stages.prune import ROW_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def build_variants(files, cfg, specs, tokenizer, done: set, label: str):
     import polars as pl
     import pyarrow.parquet as pq
 
-    from stepprune.stages.prune import prune_frame
+    from stepprune.prune import prune_frame
 
     columns = EVAL_COLUMNS + (TOKEN_COLUMNS if "token" in cfg.strategies else [])
     frames, remaining = [], cfg.limit

@@ -1,5 +1,8 @@
 """Step selection and [SKIP] compression, vectorised over whole shards with polars.
 
+``prune_frame`` is the one pruning path (the prune stage and eval both call it);
+``pruned_columns`` turns its output into the ``pruned`` schema's columns.
+
 Rules (README "Pruning"):
 - Rank a trajectory's N thinking steps by step entropy (``score``: sum or mean of token
   entropies), lowest first for ``low`` (the paper), highest first for ``high``, by a seeded
@@ -25,6 +28,29 @@ import polars as pl
 SKIP = "[SKIP]"
 STRATEGIES = ("low", "high", "random", "token")
 _EPS = 1e-9  # floor(0.29 * 100) must be 29, not 28
+
+# Generations columns copied unchanged into the pruned schema.
+PASSTHROUGH = (
+    "problem_id",
+    "sample_index",
+    "source",
+    "problem",
+    "gold_answer",
+    "model",
+    "entropy_source",
+    "correct",
+)
+# The generations columns pruning reads (the token strategy adds token_ids, token_entropies).
+ROW_COLUMNS = [
+    *PASSTHROUGH,
+    "thinking",
+    "thinking_char_start",
+    "answer_text",
+    "n_thinking_tokens",
+    "n_tokens",
+    "prompt",
+    "steps",
+]
 
 
 @dataclass(frozen=True)
@@ -140,3 +166,61 @@ def compress(rows: pl.DataFrame, steps: pl.DataFrame, mask: pl.Series, merge: bo
             pl.col("n_thinking_tokens") - pl.col("_pruned_tokens").fill_null(0)
         ).cast(pl.Int32),
     )
+
+
+def prune_frame(df: pl.DataFrame, spec: PruneSpec, tokenizer, origin) -> pl.DataFrame:
+    """``df`` (rows with _row, _r, steps, thinking...) plus the compression columns of ``spec``.
+
+    The one pruning path shared by ``prune`` and ``eval``; ``origin`` names the file in errors.
+    """
+    steps = df.select("_r", "steps").explode("steps").drop_nulls("steps").unnest("steps")
+    bad = steps.filter(pl.col("entropy_sum").is_nan() | pl.col("entropy_mean").is_nan())
+    if bad.height:
+        row = df.filter(pl.col("_r") == bad["_r"][0])["_row"][0]
+        raise ValueError(f"{origin}: row {row}: step entropy is NaN; no output was written")
+    if spec.strategy == "random":
+        import zlib
+
+        keys = [f"{a}\x00{b}" for a, b in zip(df["problem_id"], df["sample_index"], strict=True)]
+        hashes = pl.Series("_rowhash", [zlib.crc32(k.encode()) for k in keys], dtype=pl.UInt64)
+        steps = steps.join(df.select("_r", hashes), on="_r", how="left", maintain_order="left")
+    mask = select(steps, spec)
+    comp = compress(df, steps, mask, spec.merge_skips)
+    if tokenizer is not None and spec.strategy == "token":
+        from stepprune.token_prune import token_compress
+
+        comp = token_compress(df, comp, tokenizer)
+    return df.join(comp, on="_r", how="left", maintain_order="left")
+
+
+def pruned_columns(df: pl.DataFrame, spec: PruneSpec):
+    """The ``pruned`` schema's columns (as Arrow) from ``prune_frame``'s output."""
+    answer = pl.col("answer_text").str.strip_chars()
+    inner = pl.col("compressed_thinking").str.strip_chars()
+    opened = pl.col("prompt").str.strip_chars_end().str.ends_with("<think>")
+    completion = (
+        pl.when(opened).then(inner).otherwise(pl.lit("<think>\n") + inner)
+        + pl.lit("\n</think>\n\n")
+        + answer
+    )
+    n_think = pl.col("n_thinking_tokens")
+    ratio = pl.when(n_think > 0).then(pl.col("kept_thinking_tokens") / n_think).otherwise(1.0)
+    return df.select(
+        *PASSTHROUGH,
+        pl.col("thinking").alias("original_thinking"),
+        "compressed_thinking",
+        "answer_text",
+        "skip_mask",
+        n_steps=pl.col("skip_mask").list.len().cast(pl.Int32),
+        n_skipped="n_skipped",
+        original_thinking_tokens=n_think,
+        kept_thinking_tokens="kept_thinking_tokens",
+        compression_ratio=ratio.cast(pl.Float32),
+        kappa=pl.lit(spec.kappa, pl.Float32),
+        strategy=pl.lit(spec.strategy),
+        score=pl.lit(spec.score),
+        budget=pl.lit(spec.budget),
+        seed=pl.lit(spec.seed, pl.Int64),
+        prompt="prompt",
+        completion=completion,
+    ).to_arrow()

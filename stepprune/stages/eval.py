@@ -1,7 +1,7 @@
 """The eval stage: does a pruned chain of thought still lead to the right answer?
 
 For every trajectory of a generate run, every strategy and every kappa, the thinking is pruned
-by the same code as ``stepprune prune`` (``stages.prune.prune_frame``), the thought is closed
+by the same code as ``stepprune prune`` (``prune.prune_frame``), the thought is closed
 (``</think>`` for reasoning models, a fixed answer lead-in for instruct models), the model
 writes the final answer greedily within a short budget, and the shared grader grades it.
 Identical answer prompts (kappa=0 under every strategy, kappa=1 under the step strategies,

@@ -1,6 +1,7 @@
 """The prune stage: generations shards -> [SKIP]-compressed ``pruned`` shards, SFT-ready.
 
-Shard by shard (memory bounded by one input shard), vectorised with polars. All inputs are
+Shard by shard, vectorised with polars (``stepprune.prune``): reading the next shard, pruning
+this one and writing earlier ones overlap, with at most a few shards in memory. All inputs are
 checked before anything is written; output goes to a hidden staging directory that is renamed
 into place only when every shard and the dataset card are written, so a failed or killed run
 leaves no output at all, and an existing output is replaced only with ``overwrite``.
@@ -18,23 +19,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-ROW_COLUMNS = [
-    "problem_id",
-    "sample_index",
-    "source",
-    "problem",
-    "gold_answer",
-    "model",
-    "entropy_source",
-    "correct",
-    "thinking",
-    "thinking_char_start",
-    "answer_text",
-    "n_thinking_tokens",
-    "n_tokens",
-    "prompt",
-    "steps",
-]
+# Concurrent shard writes: two keep both cores of a small machine busy; more only add memory.
+WRITERS = 2
 
 
 @dataclass
@@ -72,10 +58,9 @@ class PruneConfig:
 
 def run(cfg: PruneConfig) -> dict:
     import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
 
     from stepprune.card import write_card
-    from stepprune.schema import GENERATIONS, PRUNED, check_file_schema, validate_table
+    from stepprune.schema import GENERATIONS, check_file_schema
     from stepprune.shards import shard_files
 
     spec = cfg.spec()
@@ -90,23 +75,8 @@ def run(cfg: PruneConfig) -> dict:
     tokenizer = _tokenizer(cfg) if spec.strategy == "token" else None
     staging = _staging_dir(out)
     stats = PruneStats()
-    # Encoding and zstd-compressing a shard's text columns costs more than pruning it, and it
-    # releases the GIL: one writer thread overlaps shard i's write with shard i+1's pruning,
-    # so at most two shards are in memory at once.
-    # Leaving the executor waits for the last write, so cleanup never races a writing thread.
     try:
-        with ThreadPoolExecutor(max_workers=1) as writer:
-            pending = None
-            for i, f in enumerate(tqdm(files, unit="shard", desc="prune", dynamic_ncols=True)):
-                table = validate_table(prune_file(f, spec, cfg, tokenizer, stats), PRUNED, str(f))
-                if pending is not None:
-                    pending.result()
-                pending = writer.submit(
-                    _write, table, staging / f"part-{i:05d}.parquet", cfg.compression
-                )
-                del table
-            if pending is not None:
-                pending.result()
+        _prune_shards(files, spec, cfg, tokenizer, stats, staging)
         write_card(staging, cfg, stats, files)
         if out.exists():
             shutil.rmtree(out)
@@ -115,6 +85,38 @@ def run(cfg: PruneConfig) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return stats.summary()
+
+
+def _prune_shards(files, spec, cfg: PruneConfig, tokenizer, stats, staging: Path) -> None:
+    """Prune every shard into ``staging``, overlapping reading, pruning and writing.
+
+    Decoding, and above all compressing, the text columns cost more than pruning, and Arrow
+    releases the GIL for both: a reader thread decodes shard i+1 and WRITERS threads compress
+    earlier shards while the main thread prunes shard i, so both cores stay busy with at most
+    WRITERS + 2 shards in memory. Leaving the executors waits for every write, so cleanup
+    never races a writing thread.
+    """
+    from tqdm.auto import tqdm
+
+    from stepprune.schema import PRUNED, validate_table
+
+    with_tokens = tokenizer is not None
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(WRITERS) as writer:
+        pending: list = []
+        ahead = reader.submit(read_shard, files[0], with_tokens)
+        for i, f in enumerate(tqdm(files, unit="shard", desc="prune", dynamic_ncols=True)):
+            table = ahead.result()
+            if i + 1 < len(files):
+                ahead = reader.submit(read_shard, files[i + 1], with_tokens)
+            table = prune_file(f, spec, cfg, tokenizer, stats, table)
+            table = validate_table(table, PRUNED, str(f))
+            if len(pending) == WRITERS:
+                pending.pop(0).result()
+            path = staging / f"part-{i:05d}.parquet"
+            pending.append(writer.submit(_write, table, path, cfg.compression))
+            del table
+        for done in pending:
+            done.result()
 
 
 def _write(table, path: Path, compression: str) -> None:
@@ -216,84 +218,26 @@ def _filter(df, cfg: PruneConfig, stats: PruneStats):
     return df
 
 
-def prune_file(path: Path, spec, cfg: PruneConfig, tokenizer, stats: PruneStats):
-    """One generations shard -> one pruned Arrow table."""
-    import polars as pl
+def read_shard(path: Path, with_tokens: bool):
     import pyarrow.parquet as pq
 
-    cols = ROW_COLUMNS + (["token_ids", "token_entropies"] if tokenizer is not None else [])
-    df = pl.from_arrow(pq.read_table(path, columns=cols)).with_row_index("_row")
+    from stepprune.prune import ROW_COLUMNS
+
+    cols = ROW_COLUMNS + (["token_ids", "token_entropies"] if with_tokens else [])
+    return pq.read_table(path, columns=cols)
+
+
+def prune_file(path: Path, spec, cfg: PruneConfig, tokenizer, stats: PruneStats, table=None):
+    """One generations shard (``table``: its columns, already read) -> one pruned Arrow table."""
+    import polars as pl
+
+    from stepprune.prune import prune_frame, pruned_columns
+
+    if table is None:
+        table = read_shard(path, tokenizer is not None)
+    df = pl.from_arrow(table).with_row_index("_row")
+    del table
     df = _filter(df, cfg, stats).with_row_index("_r")
-    table = _output(prune_frame(df, spec, tokenizer, path), spec)
+    table = pruned_columns(prune_frame(df, spec, tokenizer, path), spec)
     stats.add(table)
     return table
-
-
-def prune_frame(df, spec, tokenizer, origin) -> object:
-    """``df`` (rows with _row, _r, steps, thinking...) plus the compression columns of ``spec``.
-
-    The one pruning path shared by ``prune`` and ``eval``; ``origin`` names the file in errors.
-    """
-    import polars as pl
-
-    from stepprune.prune import compress, select
-
-    steps = df.select("_r", "steps").explode("steps").drop_nulls("steps").unnest("steps")
-    bad = steps.filter(pl.col("entropy_sum").is_nan() | pl.col("entropy_mean").is_nan())
-    if bad.height:
-        row = df.filter(pl.col("_r") == bad["_r"][0])["_row"][0]
-        raise ValueError(f"{origin}: row {row}: step entropy is NaN; no output was written")
-    if spec.strategy == "random":
-        import zlib
-
-        keys = [f"{a}\x00{b}" for a, b in zip(df["problem_id"], df["sample_index"], strict=True)]
-        hashes = pl.Series("_rowhash", [zlib.crc32(k.encode()) for k in keys], dtype=pl.UInt64)
-        steps = steps.join(df.select("_r", hashes), on="_r", how="left", maintain_order="left")
-    mask = select(steps, spec)
-    comp = compress(df, steps, mask, spec.merge_skips)
-    if tokenizer is not None and spec.strategy == "token":
-        from stepprune.token_prune import token_compress
-
-        comp = token_compress(df, comp, tokenizer)
-    return df.join(comp, on="_r", how="left", maintain_order="left")
-
-
-def _output(df, spec):
-    import polars as pl
-
-    answer = pl.col("answer_text").str.strip_chars()
-    inner = pl.col("compressed_thinking").str.strip_chars()
-    opened = pl.col("prompt").str.strip_chars_end().str.ends_with("<think>")
-    completion = (
-        pl.when(opened).then(inner).otherwise(pl.lit("<think>\n") + inner)
-        + pl.lit("\n</think>\n\n")
-        + answer
-    )
-    n_think = pl.col("n_thinking_tokens")
-    ratio = pl.when(n_think > 0).then(pl.col("kept_thinking_tokens") / n_think).otherwise(1.0)
-    return df.select(
-        "problem_id",
-        "sample_index",
-        "source",
-        "problem",
-        "gold_answer",
-        "model",
-        "entropy_source",
-        "correct",
-        pl.col("thinking").alias("original_thinking"),
-        "compressed_thinking",
-        "answer_text",
-        "skip_mask",
-        n_steps=pl.col("skip_mask").list.len().cast(pl.Int32),
-        n_skipped="n_skipped",
-        original_thinking_tokens=n_think,
-        kept_thinking_tokens="kept_thinking_tokens",
-        compression_ratio=ratio.cast(pl.Float32),
-        kappa=pl.lit(spec.kappa, pl.Float32),
-        strategy=pl.lit(spec.strategy),
-        score=pl.lit(spec.score),
-        budget=pl.lit(spec.budget),
-        seed=pl.lit(spec.seed, pl.Int64),
-        prompt="prompt",
-        completion=completion,
-    ).to_arrow()
