@@ -1,4 +1,4 @@
-"""The grpo stage: data sources, config pass-through, recipes, a tiny real GRPO run, resuming."""
+"""The grpo stage: config pass-through and refusals, a tiny real GRPO run, resuming."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stepprune.config import build_config
-from stepprune.grpo_data import build_dataset, training_problems
 from stepprune.stages.grpo import GRPOStageConfig, grpo_config, run
-
-REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted((REPO / "pipelines").glob("grpo_*.yaml"))
 
 # CPU-sized TRL settings: 4 completions of one prompt per step, at most 16 tokens each.
 TINY_ARGS = dict(
@@ -238,83 +233,3 @@ def test_unknown_lora_key_is_a_value_error_before_out_is_touched(
     with pytest.raises(ValueError, match="lora: .*rr"):  # the CLI reports ValueErrors
         run(cfg)
     assert (out / "keep.txt").exists()
-
-
-def write_pruned_shard(path: Path, rows: list[tuple[str, int, str, str]]) -> None:
-    from stepprune.schema import PRUNED, to_table
-    from stepprune.shards import write_table_atomic
-
-    def row(pid, sample, problem, gold):
-        return dict(
-            problem_id=pid, sample_index=sample, source="toy", problem=problem, gold_answer=gold,
-            model="m", entropy_source="exact", correct=True, original_thinking="a\n\nb",
-            compressed_thinking="[SKIP]\n\nb", answer_text="\\boxed{1}", skip_mask=[True, False],
-            n_steps=2, n_skipped=1, original_thinking_tokens=4, kept_thinking_tokens=2,
-            compression_ratio=0.5, kappa=0.8, strategy="low", score="sum", budget="steps", seed=0,
-            prompt="p", completion="c",
-        )  # fmt: skip
-
-    path.mkdir(parents=True, exist_ok=True)
-    write_table_atomic(to_table([row(*r) for r in rows], PRUNED), path / "part-00000.parquet")
-
-
-def test_training_problems_from_pruned_shards(tmp_path):
-    shards = tmp_path / "pruned"
-    unique = [("toy-0", "1+1?", "2"), ("toy-1", "2+3?", "5"), ("toy-2", "9-4?", "5")]
-    write_pruned_shard(shards, [(i, 0, q, a) for i, q, a in unique] + [("toy-0", 1, "1+1?", "2")])
-    problems = training_problems(str(shards))
-    assert [(p.id, p.problem, p.answer) for p in problems] == unique  # one per problem
-    first_two = training_problems(str(shards / "part-00000.parquet"), limit=2)
-    assert [p.id for p in first_two] == ["toy-0", "toy-1"]
-    drawn = [p.id for p in training_problems(str(shards), sample=2, seed=3)]
-    again = [p.id for p in training_problems(str(shards), sample=2, seed=3)]
-    assert len(set(drawn)) == 2 and drawn == again
-    ds = build_dataset(problems[:1], "Q: {problem} (box it)", system_prompt="Be brief.")
-    assert ds[0] == {
-        "prompt": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "Q: 1+1? (box it)"},
-        ],
-        "gold_answer": "2",
-        "problem_id": "toy-0",
-    }
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="without pruned"):
-        training_problems(str(empty))
-
-
-def test_training_problems_from_a_builtin_set(data_dir):
-    problems = training_problems("mawps_singleop", data_dir=str(data_dir), limit=3)
-    assert len(problems) == 3 and all(p.id.startswith("mawps_singleop-") for p in problems)
-    ds = build_dataset(problems, "{problem}")
-    assert ds[0]["prompt"] == [{"role": "user", "content": problems[0].problem}]
-    assert ds[0]["gold_answer"] == problems[0].answer
-
-
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
-def test_grpo_recipes_build_their_rewards_lora_and_trl_args(recipe):
-    from peft import LoraConfig
-    from trl import GRPOConfig
-
-    from stepprune.rewards import build_rewards
-    from stepprune.stages.sft import lora_config
-
-    cfg = build_config(GRPOStageConfig, recipe)
-    rewards = build_rewards(cfg.reward_funcs, **cfg.reward_kwargs)
-    assert [r.__name__ for r in rewards] == cfg.reward_funcs
-    trl_fields = {f.name for f in dataclasses.fields(GRPOConfig)}
-    assert set(cfg.grpo_args) <= trl_fields, set(cfg.grpo_args) - trl_fields
-    if cfg.lora is not None:
-        assert isinstance(lora_config(cfg.lora), LoraConfig)
-        assert lora_config({"task_type": "CAUSAL_LM", **cfg.lora}).task_type == "CAUSAL_LM"
-
-
-def test_paper_recipe_holds_the_papers_settings():
-    cfg = build_config(GRPOStageConfig, REPO / "pipelines" / "grpo_r1_distill_7b_paper.yaml")
-    g = cfg.grpo_args
-    assert (g["num_generations"], g["temperature"], g["learning_rate"]) == (8, 0.6, 1e-5)
-    assert g["max_completion_length"] == 4096 and g["use_vllm"] and g["vllm_mode"] == "server"
-    assert (cfg.lora["r"], cfg.lora["lora_alpha"]) == (16, 32)
-    assert cfg.reward_funcs == ["correctness", "skip_ratio", "skip_count", "length"]
-    assert cfg.reward_kwargs == {} and cfg.sample == 10000
