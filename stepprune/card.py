@@ -6,6 +6,41 @@ import json
 from pathlib import Path
 
 
+def _table(head: tuple[str, str], rows: list[tuple[str, object]]) -> str:
+    lines = [f"| {head[0]} | {head[1]} |", "|---|---|"]
+    return "\n".join(lines + [f"| {k} | {v} |" for k, v in rows])
+
+
+def _settings(cfg) -> list[tuple[str, object]]:
+    return [
+        ("kappa", cfg.kappa),
+        ("strategy", cfg.strategy),
+        ("step score", cfg.score),
+        ("budget", cfg.budget),
+        ("protect first/last step", cfg.protect_ends),
+        ("merge consecutive [SKIP]", cfg.merge_skips),
+        ("seed", cfg.seed),
+        ("correct only", cfg.correct_only),
+        ("max tokens", cfg.max_tokens),
+        ("compression", cfg.compression),
+    ]
+
+
+def _counts(summary: dict) -> list[tuple[str, object]]:
+    red = summary["token_reduction_pct"]
+    steps = f"{summary['mean_steps']:.2f} / {summary['mean_skipped']:.2f}"
+    spread = f"{red['p10']:.1f}% / {red['p50']:.1f}% / {red['p90']:.1f}%"
+    return [
+        ("trajectories in", summary["rows_in"]),
+        ("dropped: incorrect", summary["dropped_incorrect"]),
+        ("dropped: too long", summary["dropped_long"]),
+        ("rows out", summary["rows_out"]),
+        ("mean steps / skipped", steps),
+        ("thinking-token reduction, mean", f"{red['mean']:.1f}%"),
+        ("reduction p10 / p50 / p90", spread),
+    ]
+
+
 def write_card(out_dir: Path, cfg, stats, inputs: list[Path]) -> None:
     """README.md and manifest.json for a pruned dataset in ``out_dir``."""
     import numpy as np
@@ -18,12 +53,8 @@ def write_card(out_dir: Path, cfg, stats, inputs: list[Path]) -> None:
     models = set()
     for f in inputs:
         models.update(pq.read_table(f, columns=["model"]).column("model").unique().to_pylist())
-    ratio = np.concatenate(stats.ratios) if stats.ratios else np.zeros(0)
-    hist, edges = np.histogram(100 * (1 - ratio), bins=10, range=(0, 100))
-    bars = "\n".join(
-        f"| {edges[i]:.0f}–{edges[i + 1]:.0f}% | {hist[i]} |" for i in range(len(hist))
-    )
-    red = summary["token_reduction_pct"]
+    hist, edges = np.histogram(stats.reduction(), bins=10, range=(0, 100))
+    bins = [(f"{edges[i]:.0f}–{edges[i + 1]:.0f}%", hist[i]) for i in range(len(hist))]
     text = f"""---
 configs:
 - config_name: default
@@ -34,33 +65,13 @@ configs:
 Schema `{PRUNED.name}` v{PRUNED.version} (columns: data/README.md of stepprune).
 Made by `stepprune prune` from {", ".join(sources)} (models: {", ".join(sorted(models))}).
 
-| setting | value |
-|---|---|
-| kappa | {cfg.kappa} |
-| strategy | {cfg.strategy} |
-| step score | {cfg.score} |
-| budget | {cfg.budget} |
-| protect first/last step | {cfg.protect_ends} |
-| merge consecutive [SKIP] | {cfg.merge_skips} |
-| seed | {cfg.seed} |
-| correct only | {cfg.correct_only} |
-| max tokens | {cfg.max_tokens} |
+{_table(("setting", "value"), _settings(cfg))}
 
-| count | value |
-|---|---|
-| trajectories in | {summary["rows_in"]} |
-| dropped: incorrect | {summary["dropped_incorrect"]} |
-| dropped: too long | {summary["dropped_long"]} |
-| rows out | {summary["rows_out"]} |
-| mean steps / skipped | {summary["mean_steps"]:.2f} / {summary["mean_skipped"]:.2f} |
-| thinking-token reduction, mean | {red["mean"]:.1f}% |
-| reduction p10 / p50 / p90 | {red["p10"]:.1f}% / {red["p50"]:.1f}% / {red["p90"]:.1f}% |
+{_table(("count", "value"), _counts(summary))}
 
 Thinking-token reduction per row:
 
-| reduction | rows |
-|---|---|
-{bars}
+{_table(("reduction", "rows"), bins)}
 
 Load with `datasets.load_dataset("parquet", data_files="{out_dir.name}/*.parquet")` or
 `polars.read_parquet("{out_dir.name}/*.parquet")`. `prompt`/`completion` are SFT-ready.

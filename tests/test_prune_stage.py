@@ -1,6 +1,7 @@
 """The prune stage: filters, input errors, atomic and resumable output, shard pairing, interop."""
 
 import math
+import re
 
 import polars as pl
 import pyarrow as pa
@@ -61,6 +62,12 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert read_table(out, PRUNED).column("kappa").to_pylist() == [pytest.approx(0.2)]
     card = (out / "README.md").read_text()
     assert "| kappa | 0.2 |" in card and "| rows out | 1 |" in card
+    # floor(0.2 * 5) = 1 step pruned: B, 2 of the 10 thinking tokens, exactly a 20 % cut,
+    # which belongs in the 20-30 % bin (not 10-20 % through float32 rounding).
+    bins = dict(re.findall(r"^\| (\d+–\d+%) \| (\d+) \|$", card, re.M))
+    assert bins["20–30%"] == "1" and sum(map(int, bins.values())) == 1
+    assert "| thinking-token reduction, mean | 20.0% |" in card
+    assert "| compression | zstd |" in card
 
 
 def test_interop_datasets_polars_duckdb(tmp_path):

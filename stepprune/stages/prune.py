@@ -167,25 +167,35 @@ class PruneStats:
 
     def __init__(self) -> None:
         self.rows_in = self.rows_out = self.dropped_incorrect = self.dropped_long = 0
-        self.ratios: list = []
+        self.reductions: list = []  # per row, % of thinking tokens pruned
         self.steps: list = []
         self.skipped: list = []
 
     def add(self, table) -> None:
+        import numpy as np
+
         self.rows_out += table.num_rows
-        self.ratios.append(table.column("compression_ratio").to_numpy())
+        orig = table.column("original_thinking_tokens").to_numpy().astype(np.int64)
+        kept = table.column("kept_thinking_tokens").to_numpy().astype(np.int64)
+        # From the integer counts, not the float32 ratio: 8 of 10 kept is 20.0 %, not 19.99999,
+        # so rows on a histogram edge land in the right bin.
+        self.reductions.append(100 * (orig - kept) / np.maximum(orig, 1))
         self.steps.append(table.column("n_steps").to_numpy())
         self.skipped.append(table.column("n_skipped").to_numpy())
+
+    def reduction(self):
+        import numpy as np
+
+        return np.concatenate(self.reductions) if self.reductions else np.zeros(0)
 
     def summary(self) -> dict:
         import numpy as np
 
-        ratio = np.concatenate(self.ratios) if self.ratios else np.zeros(0)
-        reduction = 100 * (1 - ratio)
-        pct = np.percentile(reduction, [10, 50, 90]).tolist() if ratio.size else [0.0] * 3
+        reduction = self.reduction()
+        pct = np.percentile(reduction, [10, 50, 90]).tolist() if reduction.size else [0.0] * 3
 
         def mean(xs):
-            return float(np.concatenate(xs).mean()) if ratio.size else 0.0
+            return float(np.concatenate(xs).mean()) if reduction.size else 0.0
 
         return {
             "rows_in": self.rows_in,
@@ -195,7 +205,7 @@ class PruneStats:
             "mean_steps": mean(self.steps),
             "mean_skipped": mean(self.skipped),
             "token_reduction_pct": {
-                "mean": float(reduction.mean()) if ratio.size else 0.0,
+                "mean": float(reduction.mean()) if reduction.size else 0.0,
                 "p10": pct[0],
                 "p50": pct[1],
                 "p90": pct[2],
