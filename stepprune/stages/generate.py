@@ -88,15 +88,10 @@ def sampling_spec(cfg: GenerateConfig, batch_seed: int):
 
 
 def run(cfg: GenerateConfig) -> dict:
-    from tqdm.auto import tqdm
-
-    from stepprune.backends import load_backend
     from stepprune.data import load_problems
-    from stepprune.models import model_label, resolve_model
     from stepprune.schema import GENERATIONS
-    from stepprune.shards import ShardWriter, existing_keys
+    from stepprune.shards import existing_keys
     from stepprune.summary import summarize_generations
-    from stepprune.trajectory import RunInfo, package_versions
 
     problems = load_problems(
         cfg.problems,
@@ -110,38 +105,51 @@ def run(cfg: GenerateConfig) -> dict:
     items = pending_items(cfg, problems, existing_keys(cfg.out, GENERATIONS))
     log.info("%d problems, %d (problem, sample) items to generate", len(problems), len(items))
     if items:
-        backend = load_backend(
-            cfg.backend, resolve_model(cfg.model), dtype=cfg.dtype, **cfg.engine_kwargs
-        )
-        info = RunInfo(
-            model=model_label(cfg.model),
-            backend=cfg.backend,
-            sampling=_sampling_record(cfg, backend),
-            step_pattern=cfg.step_pattern,
-            versions=package_versions("vllm" if cfg.backend == "vllm" else "accelerate"),
-            grade_timeout=cfg.grade_timeout,
-        )
-        tag = f"{cfg.shard_index:03d}of{cfg.num_shards:03d}"
-        writer = ShardWriter(
-            cfg.out,
-            GENERATIONS,
-            rows_per_shard=cfg.rows_per_shard,
-            tag=tag,
-            flush_seconds=cfg.flush_seconds,
-        )
-        bar = tqdm(total=len(items), unit="problem", desc="generate", dynamic_ncols=True)
-        started, n_tok = time.monotonic(), 0
-        with writer:
-            for start in range(0, len(items), cfg.batch_size):
-                batch = items[start : start + cfg.batch_size]
-                rows = _generate_batch(cfg, backend, batch, info)
-                writer.write(rows)
-                writer.maybe_flush()
-                n_tok += sum(r["n_tokens"] for r in rows)
-                bar.update(len(batch))
-                bar.set_postfix(tok_s=f"{n_tok / (time.monotonic() - started):.1f}")
-        bar.close()
+        _generate_items(cfg, items)
     return summarize_generations(cfg.out)
+
+
+def _generate_items(cfg: GenerateConfig, items: list) -> None:
+    """Generate ``items`` batch by batch into this shard tag's writer, flushing as it goes."""
+    from tqdm.auto import tqdm
+
+    from stepprune.backends import load_backend
+    from stepprune.models import model_label, resolve_model
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import ShardWriter
+    from stepprune.trajectory import RunInfo, package_versions
+
+    backend = load_backend(
+        cfg.backend, resolve_model(cfg.model), dtype=cfg.dtype, **cfg.engine_kwargs
+    )
+    info = RunInfo(
+        model=model_label(cfg.model),
+        backend=cfg.backend,
+        sampling=_sampling_record(cfg, backend),
+        step_pattern=cfg.step_pattern,
+        versions=package_versions("vllm" if cfg.backend == "vllm" else "accelerate"),
+        grade_timeout=cfg.grade_timeout,
+    )
+    tag = f"{cfg.shard_index:03d}of{cfg.num_shards:03d}"
+    writer = ShardWriter(
+        cfg.out,
+        GENERATIONS,
+        rows_per_shard=cfg.rows_per_shard,
+        tag=tag,
+        flush_seconds=cfg.flush_seconds,
+    )
+    bar = tqdm(total=len(items), unit="problem", desc="generate", dynamic_ncols=True)
+    started, n_tok = time.monotonic(), 0
+    with writer:
+        for start in range(0, len(items), cfg.batch_size):
+            batch = items[start : start + cfg.batch_size]
+            rows = _generate_batch(cfg, backend, batch, info)
+            writer.write(rows)
+            writer.maybe_flush()
+            n_tok += sum(r["n_tokens"] for r in rows)
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{n_tok / (time.monotonic() - started):.1f}")
+    bar.close()
 
 
 def _sampling_record(cfg: GenerateConfig, backend) -> dict:
