@@ -47,6 +47,7 @@ def curve_table(results, cfg):
     ):
         correct = g["correct"].cast(pl.Float64).to_numpy()
         low, high = _ci(correct, g, cfg)
+        n_samples = int(g.group_by("_group").len()["len"].min())
         kept = float(g["kept_thinking_tokens"].mean())
         orig = float(g["original_thinking_tokens"].mean())
         acc = float(correct.mean())
@@ -65,9 +66,15 @@ def curve_table(results, cfg):
                 token_reduction_pct=100.0 * (1.0 - kept / orig) if orig else 0.0,
                 mean_skipped=float(g["n_skipped"].mean()),
                 l_acc=l_acc(acc, kept, orig),
+                samples_per_problem=n_samples,
+                # Pass@n over each problem's n sampled CoTs, pruned alike; n = the fewest any
+                # problem has. With one CoT per problem it equals accuracy, so it is left out.
+                pass_at_n=mean_pass_at_k(g["_group"], correct, n_samples)
+                if n_samples > 1
+                else None,
             )
         )
-    return pl.DataFrame(rows).sort(["source", "strategy", "kappa"])
+    return pl.DataFrame(rows, infer_schema_length=None).sort(["source", "strategy", "kappa"])
 
 
 def paired_differences(results, cfg, against: str = "low"):
@@ -138,6 +145,7 @@ def _baseline_lengths(source_dir: str) -> dict:
 
 
 def _markdown(df, digits: int = 3) -> str:
+    df = df.select([c for c in df.columns if df[c].null_count() < df.height])  # all-empty: out
     header = "| " + " | ".join(df.columns) + " |"
     sep = "|" + "---|" * len(df.columns)
     lines = [header, sep]
