@@ -33,6 +33,9 @@ def test_filters(tmp_path):
 def test_bad_inputs_write_nothing(tmp_path):
     with pytest.raises(ValueError, match="kappa"):
         PruneConfig(kappa=1.5).spec()
+    with pytest.raises(ValueError, match="compression must be one of .* got 'foo'"):
+        run(PruneConfig(input=str(tmp_path), out=str(tmp_path / "o0"), compression="foo"))
+    assert not (tmp_path / "o0").exists()
     gen = write_gen(tmp_path, [make_row("p", STEPS, ENTS)])
     pq.write_table(pa.table({"x": [1]}), gen / "zz-foreign.parquet")
     with pytest.raises(SchemaError, match="zz-foreign.parquet: not a stepprune file"):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+CODECS = ("zstd", "lz4", "snappy", "gzip", "brotli", "none")  # Parquet codecs pyarrow writes
 # Concurrent shard writes: two keep both cores of a small machine busy; more only add memory.
 WRITERS = 2
 
@@ -64,6 +65,8 @@ def run(cfg: PruneConfig) -> dict:
     from stepprune.shards import shard_files
 
     spec = cfg.spec()
+    if cfg.compression not in CODECS:
+        raise ValueError(f"compression must be one of {CODECS}, got {cfg.compression!r}")
     files = shard_files(cfg.input) if cfg.input else []
     if not files:
         raise FileNotFoundError(f"no generations shards in {cfg.input!r}")
