@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from stepprune.prune import ROW_COLUMNS
-from stepprune.schema import EVAL_RESULTS
+from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_nulls
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ def build_variants(files, cfg, specs, tokenizer, done: set, label: str):
     for path in files:
         if remaining is not None and remaining <= 0:
             break
-        df = pl.from_arrow(pq.read_table(path, columns=columns)).with_row_index("_row")
+        table = pq.read_table(path, columns=columns)
+        check_nulls(table, GENERATIONS, str(path))
+        df = pl.from_arrow(table).with_row_index("_row")
         df = df.filter(pl.col("n_steps") >= cfg.min_steps)
         if remaining is not None:
             df = df.head(remaining)

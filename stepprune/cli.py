@@ -40,7 +40,10 @@ def _parse_sets(sets: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"--set expects key=value, got {item!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise typer.BadParameter(f"--set {item!r}: the value is not valid YAML") from e
     return out
 
 
@@ -61,7 +64,7 @@ def _run_stage(stage: str, flags: dict, recipe: Path | None, sets: list[str] | N
         cfg = build_config(config_class(stage), recipe, **{**flags, **_parse_sets(sets)})
         cfg.out = str(cfg.out)
         summary = importlib.import_module(f"stepprune.stages.{stage}").run(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError) as e:  # bad input: one line, no traceback (-v logs more)
         _fail(e)
     return cfg, summary
 
@@ -142,7 +145,7 @@ def problems(
     try:
         for p in data.load_problems(name, data_dir=data_dir, limit=limit):
             typer.echo(json.dumps(p.__dict__, ensure_ascii=False))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         _fail(e)
 
 

@@ -8,6 +8,9 @@ passed through untouched rather than re-declared here.
 from __future__ import annotations
 
 import dataclasses
+import os
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,7 +50,47 @@ def build_config(cls: type[T], recipe: str | Path | None = None, **overrides: An
     if unknown:
         raise ConfigError(f"unknown options {unknown} for {cls.__name__}")
     values.update({k: v for k, v in overrides.items() if v is not None})
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if not _matches(value, hints[name]):
+            where = f"{recipe}: " if recipe is not None and name in data else ""
+            raise ConfigError(f"{where}{name}={value!r} is not {_describe(hints[name])}")
     return cls(**values)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Does a YAML-loaded ``value`` fit the field type ``hint`` (int fits float, paths fit str)?"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str | os.PathLike)
+    if hint is list or origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value if args)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return True  # anything richer is left to the stage's own checks
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    names.update({type(None): "null", list: "a list ([a, b])", dict: "a mapping ({key: value})"})
+    if origin is list and args:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s ([a, b])"
+    return names.get(origin or hint, str(hint))
 
 
 def as_dict(config) -> dict[str, Any]:

@@ -29,11 +29,9 @@ def is_pruned_source(source: str) -> bool:
     if path.is_dir():
         return True
     if path.is_file() and path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
+        from stepprune.schema import identify, read_file_schema
 
-        from stepprune.schema import identify
-
-        return identify(pq.read_schema(path))[0] == "pruned"
+        return identify(read_file_schema(path))[0] == "pruned"
     return False
 
 
@@ -66,6 +64,9 @@ def training_problems(
     """The problems GRPO trains on (see the module docstring)."""
     from stepprune.data import load_problems
 
+    for name, value in (("limit", limit), ("sample", sample)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     if is_pruned_source(source):
         problems = pruned_problems(source)
         problems = problems if limit is None else problems[:limit]
@@ -79,16 +80,11 @@ def training_problems(
     return problems
 
 
-def chat_prompt(problem: str, template: str, system_prompt: str | None = None) -> list[dict]:
-    messages = [{"role": "user", "content": template.format(problem=problem)}]
-    if system_prompt:
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
-
-
 def build_dataset(problems: list[Problem], template: str, system_prompt: str | None = None):
     """A ``datasets.Dataset`` with ``prompt`` (messages), ``gold_answer`` and ``problem_id``."""
     from datasets import Dataset
+
+    from stepprune.prompts import chat_prompt
 
     return Dataset.from_list(
         [

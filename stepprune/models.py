@@ -110,11 +110,24 @@ def resolve_model(model: str | None) -> str:
     resolves to its safetensors cache, converted from the wheel's GGUF on first use."""
     name = model or EMBEDDED_NAME
     if name not in PACKAGED:
+        _check_local(name)
         return name
     target = cache_dir() / "models" / name
     if not (target / "config.json").exists():
         convert_gguf(PACKAGED[name](), target)
     return str(target)
+
+
+def _check_local(name: str) -> None:
+    """A path-like ``name`` must be a model directory (else transformers tries it as a hub id)."""
+    path = Path(name).expanduser()
+    looks_local = path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1
+    if looks_local and not (path / "config.json").is_file():
+        what = "is not a model directory (no config.json)" if path.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"model {name}: {what}; give a model directory, a hub id (org/name) or a packaged "
+            f"name ({', '.join(PACKAGED)})"
+        )
 
 
 def model_label(model: str | None) -> str:

@@ -237,6 +237,58 @@ def check_file_schema(arrow_schema: pa.Schema, expected: Schema, path: str | Pat
     missing = [n for n in expected.arrow.names if n not in arrow_schema.names]
     if missing:
         raise SchemaError(f"{path}: columns {missing} are missing")
+    for field in expected.arrow:
+        found = arrow_schema.field(field.name).type
+        if _family(found) != _family(field.type):
+            raise SchemaError(f"{path}: column '{field.name}' is {found}, expected {field.type}")
+
+
+def _family(t: pa.DataType) -> str:
+    """A type up to width and offset size (int32 ~ int64, string ~ large_string, list ~ large_list),
+    which other Parquet writers may choose differently without changing the meaning."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return f"list<{_family(t.value_type)}>"
+    if pa.types.is_struct(t):
+        return "struct<" + ",".join(f"{f.name}:{_family(f.type)}" for f in t) + ">"
+    for name, test in (
+        ("int", pa.types.is_integer),
+        ("float", pa.types.is_floating),
+        (
+            "string",
+            lambda x: (
+                pa.types.is_string(x) or pa.types.is_large_string(x) or pa.types.is_string_view(x)
+            ),
+        ),
+        ("bool", pa.types.is_boolean),
+    ):
+        if test(t):
+            return name
+    return str(t)
+
+
+def read_file_schema(path: str | Path) -> pa.Schema:
+    """The Arrow schema of a Parquet file, or a SchemaError naming the file."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SchemaError(f"{path}: not a readable Parquet file ({e})") from e
+
+
+def check_file(path: str | Path, expected: Schema) -> None:
+    check_file_schema(read_file_schema(path), expected, path)
+
+
+def check_nulls(table: pa.Table, schema: Schema, origin: str, first_row: int = 0) -> None:
+    """Refuse nulls in the columns ``schema`` requires, naming the first such row (rows of
+    ``table`` are numbered from ``first_row``, its place in the file)."""
+    import pyarrow.compute as pc
+
+    for name in table.column_names:
+        if name in schema.required and table.column(name).null_count:
+            row = first_row + pc.index(pc.is_null(table.column(name)), True).as_py()
+            raise SchemaError(f"{origin}: row {row}: column '{name}' is null")
 
 
 def validate_table(table: pa.Table, schema: Schema, origin: str = "<table>") -> pa.Table:

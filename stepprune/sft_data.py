@@ -58,16 +58,15 @@ class DataReport:
 
 def pruned_files(source) -> list[Path]:
     """The shard files of ``source``, each checked to be a ``pruned`` shard before any is read."""
-    import pyarrow.parquet as pq
 
-    from stepprune.schema import PRUNED, check_file_schema
+    from stepprune.schema import PRUNED, check_file
     from stepprune.shards import shard_files
 
     files = shard_files(source) if source else []
     if not files:
         raise FileNotFoundError(f"no pruned shards in {source!r} (run `stepprune prune` first)")
     for f in files:
-        check_file_schema(pq.read_schema(f), PRUNED, f)
+        check_file(f, PRUNED)
     return files
 
 
@@ -83,9 +82,13 @@ def read_rows(files: list[Path], cfg, report: DataReport) -> list[dict]:
     """Rows of ``files`` passing the correct/kappa/strategy filters, in file order."""
     import pyarrow.parquet as pq
 
+    from stepprune.schema import PRUNED, check_nulls
+
     rows = []
     for f in files:
-        rows.extend(pq.read_table(f, columns=COLUMNS).to_pylist())
+        table = pq.read_table(f, columns=COLUMNS)
+        check_nulls(table, PRUNED, str(f))
+        rows.extend(table.to_pylist())
     report.files = [str(f) for f in files]
     report.rows_in = len(rows)
     keep = []

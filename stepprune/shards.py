@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepprune.schema import Schema, SchemaError, check_file_schema, to_table
+from stepprune.schema import Schema, SchemaError, check_file_schema, check_nulls, to_table
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,16 @@ def shard_files(source: str | Path | Iterable[str | Path]) -> list[Path]:
     return [f for s in source for f in shard_files(s)]
 
 
+def check_apart(out: str | Path, inputs: Iterable[str | Path]) -> None:
+    """Refuse an output directory that is, or holds, one of the inputs: replacing the output
+    (``overwrite``) would delete the data it is made from."""
+    target = Path(out).resolve()
+    for item in inputs:
+        path = Path(item).resolve()
+        if path == target or target in path.parents:
+            raise ValueError(f"--out {out} holds the input {item}; write to another directory")
+
+
 def iter_batches(
     source: str | Path | Iterable[str | Path],
     schema: Schema,
@@ -173,7 +183,11 @@ def iter_batches(
         except (pa.ArrowInvalid, OSError) as e:
             raise SchemaError(f"{path}: not a readable Parquet file ({e})") from e
         check_file_schema(pf.schema_arrow, schema, path)
-        yield from ((path, b) for b in pf.iter_batches(batch_size=batch_size, columns=columns))
+        start = 0
+        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+            check_nulls(pa.Table.from_batches([batch]), schema, str(path), start)
+            start += batch.num_rows
+            yield path, batch
 
 
 def read_table(source, schema: Schema, columns: list[str] | None = None) -> pa.Table:

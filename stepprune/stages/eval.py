@@ -86,12 +86,11 @@ class EvalConfig:
 
 
 def run(cfg: EvalConfig) -> dict:
-    import pyarrow.parquet as pq
 
     from stepprune.answer_prompts import build_variants
     from stepprune.models import model_label
     from stepprune.report import write_report
-    from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_file_schema
+    from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_file
     from stepprune.shards import existing_keys, shard_files
 
     specs = cfg.specs()  # validates kappas and strategies before any work
@@ -99,12 +98,12 @@ def run(cfg: EvalConfig) -> dict:
     if not files:
         raise FileNotFoundError(f"no generations shards in {cfg.input!r}")
     for f in files:
-        check_file_schema(pq.read_schema(f), GENERATIONS, f)
+        check_file(f, GENERATIONS)
     results_dir = Path(cfg.out) / "results"
     if specs:
+        tokenizer = _tokenizer(cfg)  # a bad --model fails before anything is written
         _check_settings(cfg, results_dir)
         done = existing_keys(results_dir, EVAL_RESULTS)
-        tokenizer = _tokenizer(cfg)
         variants = build_variants(files, cfg, specs, tokenizer, done, model_label(cfg.model))
         if variants.height:
             answer_variants(variants, cfg, tokenizer, results_dir)

@@ -8,8 +8,10 @@ directory are skipped, shards appear atomically, and buffered rows are flushed a
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stepprune.steps import DEFAULT_STEP_PATTERN
 
@@ -58,12 +60,20 @@ class GenerateConfig:
             raise ValueError(f"--shard-index {self.shard_index} not in [0, {self.num_shards})")
         if self.n_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("n_samples, batch_size and max_new_tokens must be >= 1")
+        from stepprune.prompts import check_template
+
+        check_template(self.prompt_template)
+        try:
+            re.compile(self.step_pattern)
+        except re.error as e:
+            msg = f"step_pattern {self.step_pattern!r}: not a regular expression ({e})"
+            raise ValueError(msg) from e
 
 
 def render_prompt(tokenizer, cfg: GenerateConfig, problem_text: str) -> tuple[str, list[int]]:
-    messages = [{"role": "user", "content": cfg.prompt_template.format(problem=problem_text)}]
-    if cfg.system_prompt:
-        messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+    from stepprune.prompts import chat_prompt
+
+    messages = chat_prompt(problem_text, cfg.prompt_template, cfg.system_prompt)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return text, tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -102,6 +112,9 @@ def run(cfg: GenerateConfig) -> dict:
         limit=cfg.limit,
         skip_bad=cfg.skip_bad,
     )
+    if not problems:
+        raise ValueError(f"{cfg.problems}: no problems to generate for (limit {cfg.limit})")
+    _check_resume(cfg)
     items = pending_items(cfg, problems, existing_keys(cfg.out, GENERATIONS))
     log.info("%d problems, %d (problem, sample) items to generate", len(problems), len(items))
     if items:
@@ -150,6 +163,37 @@ def _generate_items(cfg: GenerateConfig, items: list) -> None:
             bar.update(len(batch))
             bar.set_postfix(tok_s=f"{n_tok / (time.monotonic() - started):.1f}")
     bar.close()
+
+
+# Settings that change what a row holds: a resumed run must match the rows already written.
+# n_samples may grow (more samples per problem), and batch_size only groups the work.
+RESUME_KEYS = ("greedy", "temperature", "top_p", "max_new_tokens", "seed", "dtype")
+RESUME_KEYS += ("sampling_kwargs", "prompt_template", "system_prompt", "rescore")
+
+
+def _check_resume(cfg: GenerateConfig) -> None:
+    """Refuse to add rows to ``out`` made with other settings (its first row tells which)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from stepprune.models import model_label
+    from stepprune.shards import shard_files
+
+    files = shard_files(cfg.out) if Path(cfg.out).is_dir() else []
+    if not files:
+        return
+    cols = ["model", "backend", "step_pattern", "sampling"]
+    first = next(pq.ParquetFile(files[0]).iter_batches(batch_size=1, columns=cols)).to_pylist()[0]
+    old = {**json.loads(first.pop("sampling")), **first}
+    new = {k: getattr(cfg, k) for k in RESUME_KEYS}
+    new.update(model=model_label(cfg.model), backend=cfg.backend, step_pattern=cfg.step_pattern)
+    diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
+    if diff:
+        raise ValueError(
+            f"{cfg.out}: holds generations made with other settings ({'; '.join(diff)}); "
+            "resume with the same settings or use another --out"
+        )
 
 
 def _sampling_record(cfg: GenerateConfig, backend) -> dict:

@@ -143,18 +143,22 @@ def run(cfg: GRPOStageConfig) -> dict:
     from stepprune.grpo_data import build_dataset, training_problems
     from stepprune.models import resolve_model
     from stepprune.rewards import build_rewards
+    from stepprune.shards import check_apart
     from stepprune.stages.sft import lora_config
 
     args = grpo_config(cfg)  # first: it sets up the distributed state the rest relies on
     problems = training_problems(
         cfg.problems, data_dir=cfg.data_dir, limit=cfg.limit, sample=cfg.sample, seed=cfg.seed
     )
+    if Path(cfg.problems).exists():
+        check_apart(cfg.out, [cfg.problems])
     model = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(
         model, padding_side="left", truncation_side="left", trust_remote_code=args.trust_remote_code
     )
     rewards = build_rewards(cfg.reward_funcs, tokenizer=tokenizer, **cfg.reward_kwargs)
     peft_config = lora_config(cfg.lora) if cfg.lora is not None else None
+    dataset = build_dataset(problems, cfg.prompt_template, cfg.system_prompt)
     # Only now, with every input checked, may an old output be replaced.
     with args.main_process_first(local=False, desc="grpo output directory"):
         checkpoint = _prepare_out(cfg)
@@ -162,7 +166,7 @@ def run(cfg: GRPOStageConfig) -> dict:
         model=model,
         reward_funcs=rewards,
         args=args,
-        train_dataset=build_dataset(problems, cfg.prompt_template, cfg.system_prompt),
+        train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[_log_writer(Path(cfg.out))],

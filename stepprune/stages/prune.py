@@ -58,11 +58,10 @@ class PruneConfig:
 
 
 def run(cfg: PruneConfig) -> dict:
-    import pyarrow.parquet as pq
 
     from stepprune.card import write_card
-    from stepprune.schema import GENERATIONS, check_file_schema
-    from stepprune.shards import shard_files
+    from stepprune.schema import GENERATIONS, check_file
+    from stepprune.shards import check_apart, shard_files
 
     spec = cfg.spec()
     if cfg.compression not in CODECS:
@@ -71,8 +70,9 @@ def run(cfg: PruneConfig) -> dict:
     if not files:
         raise FileNotFoundError(f"no generations shards in {cfg.input!r}")
     for f in files:  # every input is checked before any output exists
-        check_file_schema(pq.read_schema(f), GENERATIONS, f)
+        check_file(f, GENERATIONS)
     out = Path(cfg.out)
+    check_apart(out, files)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     tokenizer = _tokenizer(cfg) if spec.strategy == "token" else None
@@ -171,6 +171,7 @@ class PruneStats:
     def __init__(self) -> None:
         self.rows_in = self.rows_out = self.dropped_incorrect = self.dropped_long = 0
         self.reductions: list = []  # per row, % of thinking tokens pruned
+        self.keys = None  # (problem_id, sample_index) of every input row so far
         self.steps: list = []
         self.skipped: list = []
 
@@ -235,9 +236,31 @@ def read_shard(path: Path, with_tokens: bool):
     import pyarrow.parquet as pq
 
     from stepprune.prune import ROW_COLUMNS
+    from stepprune.schema import GENERATIONS, check_nulls
 
     cols = ROW_COLUMNS + (["token_ids", "token_entropies"] if with_tokens else [])
-    return pq.read_table(path, columns=cols)
+    table = pq.read_table(path, columns=cols)
+    check_nulls(table, GENERATIONS, str(path))
+    return table
+
+
+def _check_keys(df, stats: PruneStats, path: Path) -> None:
+    """Each (problem_id, sample_index) once across all inputs: a repeat (a shard copied twice,
+    two runs in one directory) would be trained on twice."""
+    import polars as pl
+
+    keys = df.select("_row", "problem_id", "sample_index")
+    repeats = keys.filter(pl.struct("problem_id", "sample_index").is_duplicated())
+    if stats.keys is not None and not repeats.height:
+        repeats = keys.join(stats.keys, on=["problem_id", "sample_index"], how="semi")
+    if repeats.height:
+        row = repeats.row(0, named=True)
+        raise ValueError(
+            f"{path}: row {row['_row']}: (problem_id, sample_index) = "
+            f"({row['problem_id']!r}, {row['sample_index']}) appears more than once in the input"
+        )
+    seen = keys.drop("_row")
+    stats.keys = seen if stats.keys is None else pl.concat([stats.keys, seen])
 
 
 def prune_file(path: Path, spec, cfg: PruneConfig, tokenizer, stats: PruneStats, table=None):
@@ -250,6 +273,7 @@ def prune_file(path: Path, spec, cfg: PruneConfig, tokenizer, stats: PruneStats,
         table = read_shard(path, tokenizer is not None)
     df = pl.from_arrow(table).with_row_index("_row")
     del table
+    _check_keys(df, stats, path)
     df = _filter(df, cfg, stats).with_row_index("_r")
     table = pruned_columns(prune_frame(df, spec, tokenizer, path), spec)
     stats.add(table)

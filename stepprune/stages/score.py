@@ -59,16 +59,15 @@ def _rescored_row(row: dict, ent: list[float], lp: list[float], label: str) -> d
 
 
 def _is_generations(source: str) -> bool:
-    from stepprune.schema import GENERATIONS, identify
+    from stepprune.schema import GENERATIONS, identify, read_file_schema
     from stepprune.shards import shard_files
 
     path = Path(source)
     if path.suffix not in ("", ".parquet") or not path.exists():
         return False
-    import pyarrow.parquet as pq
 
     files = shard_files(path)
-    return bool(files) and identify(pq.read_schema(files[0]))[0] == GENERATIONS.name
+    return bool(files) and identify(read_file_schema(files[0]))[0] == GENERATIONS.name
 
 
 def run(cfg: ScoreConfig) -> dict:

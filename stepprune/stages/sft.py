@@ -59,9 +59,11 @@ def run(cfg: SFTStageConfig) -> dict:
 
     from stepprune.models import model_label, resolve_model
     from stepprune.sft_data import build_dataset, pruned_files
+    from stepprune.shards import check_apart
     from stepprune.skip_token import add_skip_token, fit_embeddings
 
     files = pruned_files(cfg.input)
+    check_apart(cfg.out, files)
     if cfg.lora:
         lora_config(cfg.lora)  # a bad key fails here, before the output directory is touched
     model_path = resolve_model(cfg.model)

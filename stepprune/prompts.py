@@ -1,0 +1,23 @@
+"""Chat prompts from problems: the user message from a template with one ``{problem}`` field,
+plus an optional system message. Shared by generate, score and grpo, so a template means the
+same everywhere; a bad template is a ValueError naming the option, raised before any work."""
+
+from __future__ import annotations
+
+
+def chat_prompt(problem: str, template: str, system_prompt: str | None = None) -> list[dict]:
+    try:
+        content = template.format(problem=problem)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(
+            f"prompt_template {template!r}: {e!r} is not usable; the only field is {{problem}} "
+            "(write a literal brace as {{ or }})"
+        ) from e
+    messages = [{"role": "user", "content": content}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def check_template(template: str) -> None:
+    chat_prompt("", template)

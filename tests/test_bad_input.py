@@ -1,0 +1,136 @@
+"""Bad input gets one clear error naming the file, row and field, before anything is written."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stepprune.config import ConfigError, build_config
+from stepprune.schema import GENERATIONS, SchemaError
+from stepprune.stages.prune import PruneConfig, run
+from stepprune.synthetic import synthetic_table
+
+
+def _shard(path, n=6, start=0, **columns):
+    """A generations shard; ``columns`` replace whole columns (nullable, so nulls fit)."""
+    table = synthetic_table(n, steps=4, tokens_per_step=3, seed=start, start=start)
+    for name, values in columns.items():
+        i = table.schema.get_field_index(name)
+        array = pa.array(values, type=values.type if isinstance(values, pa.Array) else None)
+        field = pa.field(name, array.type, nullable=True)
+        table = table.set_column(i, field, array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(GENERATIONS.with_metadata().metadata), path)
+    return path
+
+
+def test_config_values_must_have_the_field_type(tmp_path):
+    for bad, message in [
+        (dict(kappa="abc"), "kappa='abc' is not a number"),
+        (dict(correct_only="maybe"), "correct_only='maybe' is not true/false"),
+        (dict(seed=1.5), "seed=1.5 is not an integer"),
+        (dict(max_tokens="many"), "max_tokens='many' is not an integer or null"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            build_config(PruneConfig, **bad)
+    from stepprune.stages.eval import EvalConfig
+
+    with pytest.raises(ConfigError, match=r"strategies='low' is not a list"):
+        build_config(EvalConfig, strategies="low")
+    recipe = tmp_path / "prune_bad.yaml"
+    recipe.write_text("kappa: [0.5]\n")
+    with pytest.raises(ConfigError, match=r"prune_bad.yaml: kappa=\[0.5\] is not a number"):
+        build_config(PruneConfig, recipe)
+    # What YAML and the CLI hand over legitimately: ints for floats, paths for strings.
+    cfg = build_config(PruneConfig, kappa=1, out=tmp_path, max_tokens=None)
+    assert cfg.kappa == 1 and cfg.out == tmp_path
+
+
+def test_null_and_mistyped_columns_name_file_row_and_column(tmp_path):
+    gen = tmp_path / "gen"
+    _shard(gen / "a.parquet")
+    _shard(gen / "b.parquet", start=10, n_thinking_tokens=[5, 5, None, 5, 5, 5])
+    with pytest.raises(SchemaError, match=r"b.parquet: row 2: column 'n_thinking_tokens' is null"):
+        run(PruneConfig(input=str(gen), out=str(tmp_path / "o1")))
+    assert not (tmp_path / "o1").exists()
+    _shard(gen / "b.parquet", start=10, correct=pa.array(["yes"] * 6))
+    with pytest.raises(SchemaError, match=r"b.parquet: column 'correct' is string, expected bool"):
+        run(PruneConfig(input=str(gen), out=str(tmp_path / "o2")))
+    (gen / "b.parquet").write_bytes((gen / "a.parquet").read_bytes()[:500])
+    with pytest.raises(SchemaError, match=r"b.parquet: not a readable Parquet file"):
+        run(PruneConfig(input=str(gen), out=str(tmp_path / "o3")))
+
+
+def test_a_trajectory_twice_is_refused(tmp_path):
+    gen = tmp_path / "gen"
+    _shard(gen / "a.parquet")
+    _shard(gen / "b.parquet", start=4)  # rows p4, p5 are also in a.parquet
+    with pytest.raises(ValueError, match=r"b.parquet: row 0: .*\('p4', 0\) appears more than"):
+        run(PruneConfig(input=str(gen), out=str(tmp_path / "o"), correct_only=False))
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_may_not_hold_the_input(tmp_path):
+    gen = _shard(tmp_path / "gen" / "a.parquet").parent
+    for out in (gen, tmp_path):
+        with pytest.raises(ValueError, match="holds the input"):
+            run(PruneConfig(input=str(gen), out=str(out), overwrite=True))
+    assert (gen / "a.parquet").exists()
+
+
+def test_model_paths_that_are_not_models(tmp_path):
+    from stepprune.models import resolve_model
+
+    with pytest.raises(FileNotFoundError, match=r"model /no/such/dir: does not exist"):
+        resolve_model("/no/such/dir")
+    with pytest.raises(FileNotFoundError, match="is not a model directory"):
+        resolve_model(str(tmp_path))
+    assert resolve_model("org/name") == "org/name"  # a hub id is left to transformers
+
+
+def test_generate_refuses_bad_templates_empty_sets_and_mixed_resumes(tmp_path, tiny_model_dir):
+    from stepprune.stages.generate import GenerateConfig
+    from stepprune.stages.generate import run as generate
+
+    with pytest.raises(ValueError, match=r"prompt_template 'Solve \{question\}'.*\{problem\}"):
+        GenerateConfig(prompt_template="Solve {question}")
+    with pytest.raises(ValueError, match=r"step_pattern '\(': not a regular expression"):
+        GenerateConfig(step_pattern="(")
+    problems = tmp_path / "p.jsonl"
+    problems.write_text("")
+    base = dict(model=str(tiny_model_dir), out=str(tmp_path / "gen"), dtype="float32")
+    with pytest.raises(ValueError, match=r"p.jsonl: no problems"):
+        generate(GenerateConfig(problems=str(problems), **base))
+    problems.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n")
+    generate(GenerateConfig(problems=str(problems), max_new_tokens=4, temperature=0.6, **base))
+    with pytest.raises(ValueError, match=r"other settings \(temperature: 0.6 -> 1.5\)"):
+        generate(GenerateConfig(problems=str(problems), max_new_tokens=4, temperature=1.5, **base))
+    more = generate(
+        GenerateConfig(
+            problems=str(problems), max_new_tokens=4, temperature=0.6, n_samples=2, **base
+        )
+    )
+    assert more["rows"] == 2  # more samples per problem is a legitimate resume
+
+
+def test_grpo_checks_its_template_before_replacing_out(tmp_path, tiny_model_dir):
+    from stepprune.stages.grpo import GRPOStageConfig
+    from stepprune.stages.grpo import run as grpo
+
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n")
+    out = tmp_path / "grpo"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier work")
+    cfg = GRPOStageConfig(
+        problems=str(problems),
+        model=str(tiny_model_dir),
+        out=str(out),
+        overwrite=True,
+        prompt_template="Solve {question}",
+        grpo_args={"use_cpu": True, "report_to": "none"},
+    )
+    with pytest.raises(ValueError, match="prompt_template"):
+        grpo(cfg)
+    assert (out / "keep.txt").read_text() == "earlier work"
