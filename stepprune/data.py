@@ -59,7 +59,10 @@ class ProblemFileError(ValueError):
 def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     """The benchmark data folder: ``explicit`` if given, else ``$STEPPRUNE_DATA_DIR``, else None."""
     if explicit is not None and str(explicit):
-        return Path(explicit).expanduser()
+        path = Path(explicit).expanduser()
+        if not path.is_dir():  # recipes name the shared folder and fall back on purpose
+            logger.warning("data_dir %s does not exist: built-in sets come from the hub", explicit)
+        return path
     env = os.environ.get(DATA_DIR_ENV)
     return Path(env).expanduser() if env else None
 

@@ -134,3 +134,16 @@ def test_grpo_checks_its_template_before_replacing_out(tmp_path, tiny_model_dir)
     with pytest.raises(ValueError, match="prompt_template"):
         grpo(cfg)
     assert (out / "keep.txt").read_text() == "earlier work"
+
+
+def test_counts_out_of_range(tmp_path):
+    from stepprune.stages.eval import EvalConfig
+    from stepprune.stages.score import ScoreConfig
+
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        EvalConfig(limit=-1)
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        ScoreConfig(chunk=0)
+    gen = _shard(tmp_path / "gen" / "a.parquet").parent
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        run(PruneConfig(input=str(gen), out=str(tmp_path / "o"), max_tokens=-5))

@@ -71,6 +71,11 @@ class EvalConfig:
         for name in ("bootstrap", "answer_tokens", "batch_size", "rows_per_shard"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("limit", "max_prompt_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset), got {getattr(self, name)}")
+        if self.min_steps < 0:
+            raise ValueError(f"min_steps must be >= 0, got {self.min_steps}")
         if not 0.0 < self.ci_level < 1.0:
             raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
         for name in ("kappas", "strategies"):

@@ -64,6 +64,8 @@ def run(cfg: PruneConfig) -> dict:
     from stepprune.shards import check_apart, shard_files
 
     spec = cfg.spec()
+    if cfg.max_tokens is not None and cfg.max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 (or unset), got {cfg.max_tokens}")
     if cfg.compression not in CODECS:
         raise ValueError(f"compression must be one of {CODECS}, got {cfg.compression!r}")
     files = shard_files(cfg.input) if cfg.input else []

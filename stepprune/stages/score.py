@@ -38,6 +38,11 @@ class ScoreConfig:
     flush_seconds: float = 60.0
     grade_timeout: float = 5.0
 
+    def __post_init__(self) -> None:
+        for name in ("chunk", "rows_per_shard"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
 
 def _rescored_row(row: dict, ent: list[float], lp: list[float], label: str) -> dict:
     from stepprune.entropy import step_entropy
