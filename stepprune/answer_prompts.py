@@ -44,16 +44,17 @@ def build_variants(files, cfg, specs, tokenizer, done: set, label: str):
     import polars as pl
     import pyarrow.parquet as pq
 
-    from stepprune.prune import prune_frame
+    from stepprune.prune import check_unique, prune_frame
 
     columns = EVAL_COLUMNS + (TOKEN_COLUMNS if "token" in cfg.strategies else [])
-    frames, remaining = [], cfg.limit
+    frames, remaining, seen = [], cfg.limit, None
     for path in files:
         if remaining is not None and remaining <= 0:
             break
         table = pq.read_table(path, columns=columns)
         check_nulls(table, GENERATIONS, str(path))
         df = pl.from_arrow(table).with_row_index("_row")
+        seen = check_unique(df, seen, path)
         df = df.filter(pl.col("n_steps") >= cfg.min_steps)
         if remaining is not None:
             df = df.head(remaining)

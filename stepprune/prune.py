@@ -168,6 +168,24 @@ def compress(rows: pl.DataFrame, steps: pl.DataFrame, mask: pl.Series, merge: bo
     )
 
 
+def check_unique(df: pl.DataFrame, seen: pl.DataFrame | None, origin) -> pl.DataFrame:
+    """Refuse a (problem_id, sample_index) that repeats in ``df`` (with its file rows in _row)
+    or was ``seen`` in earlier files; returns the keys seen so far. A repeat (a shard copied
+    twice, two runs in one directory) would be trained on, or counted, twice."""
+    key = ["problem_id", "sample_index"]
+    keys = df.select("_row", *key)
+    repeats = keys.filter(pl.struct(key).is_duplicated())
+    if seen is not None and not repeats.height:
+        repeats = keys.join(seen, on=key, how="semi")
+    if repeats.height:
+        row = repeats.row(0, named=True)
+        raise ValueError(
+            f"{origin}: row {row['_row']}: (problem_id, sample_index) = "
+            f"({row['problem_id']!r}, {row['sample_index']}) appears more than once in the input"
+        )
+    return keys.drop("_row") if seen is None else pl.concat([seen, keys.drop("_row")])
+
+
 def prune_frame(df: pl.DataFrame, spec: PruneSpec, tokenizer, origin) -> pl.DataFrame:
     """``df`` (rows with _row, _r, steps, thinking...) plus the compression columns of ``spec``.
 

@@ -147,3 +147,16 @@ def test_counts_out_of_range(tmp_path):
     gen = _shard(tmp_path / "gen" / "a.parquet").parent
     with pytest.raises(ValueError, match="max_tokens must be >= 1"):
         run(PruneConfig(input=str(gen), out=str(tmp_path / "o"), max_tokens=-5))
+
+
+def test_eval_refuses_a_trajectory_twice(tmp_path, tiny_model_dir):
+    from stepprune.stages.eval import EvalConfig
+    from stepprune.stages.eval import run as evaluate
+
+    gen = tmp_path / "gen"
+    _shard(gen / "a.parquet", problem_id=pa.array(["p0", "p1", "p2", "p3", "p1", "p5"]))
+    cfg = EvalConfig(
+        input=str(gen), out=str(tmp_path / "eval"), model=str(tiny_model_dir), kappas=[0.5]
+    )
+    with pytest.raises(ValueError, match=r"a.parquet: row 1: .*\('p1', 0\) appears more than"):
+        evaluate(cfg)

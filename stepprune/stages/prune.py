@@ -246,36 +246,17 @@ def read_shard(path: Path, with_tokens: bool):
     return table
 
 
-def _check_keys(df, stats: PruneStats, path: Path) -> None:
-    """Each (problem_id, sample_index) once across all inputs: a repeat (a shard copied twice,
-    two runs in one directory) would be trained on twice."""
-    import polars as pl
-
-    keys = df.select("_row", "problem_id", "sample_index")
-    repeats = keys.filter(pl.struct("problem_id", "sample_index").is_duplicated())
-    if stats.keys is not None and not repeats.height:
-        repeats = keys.join(stats.keys, on=["problem_id", "sample_index"], how="semi")
-    if repeats.height:
-        row = repeats.row(0, named=True)
-        raise ValueError(
-            f"{path}: row {row['_row']}: (problem_id, sample_index) = "
-            f"({row['problem_id']!r}, {row['sample_index']}) appears more than once in the input"
-        )
-    seen = keys.drop("_row")
-    stats.keys = seen if stats.keys is None else pl.concat([stats.keys, seen])
-
-
 def prune_file(path: Path, spec, cfg: PruneConfig, tokenizer, stats: PruneStats, table=None):
     """One generations shard (``table``: its columns, already read) -> one pruned Arrow table."""
     import polars as pl
 
-    from stepprune.prune import prune_frame, pruned_columns
+    from stepprune.prune import check_unique, prune_frame, pruned_columns
 
     if table is None:
         table = read_shard(path, tokenizer is not None)
     df = pl.from_arrow(table).with_row_index("_row")
     del table
-    _check_keys(df, stats, path)
+    stats.keys = check_unique(df, stats.keys, path)
     df = _filter(df, cfg, stats).with_row_index("_r")
     table = pruned_columns(prune_frame(df, spec, tokenizer, path), spec)
     stats.add(table)
