@@ -108,7 +108,8 @@ def _parquet_entries(path: Path) -> Iterator[Entry]:
     yield from enumerate(pq.read_table(path).to_pylist(), start=1)
 
 
-def _file_entries(path: Path) -> Iterator[Entry]:
+def file_entries(path: Path) -> Iterator[Entry]:
+    """(row number, row or the error that row is) for a JSONL, JSON-array or Parquet file."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _parquet_entries(path)
@@ -151,7 +152,7 @@ def _file_source(source: str, split: str | None) -> tuple[str, Iterator[Entry], 
         )
     if split:
         logger.warning("split=%r ignored for local file %s", split, file)
-    return str(file), _file_entries(file), file.stem
+    return str(file), file_entries(file), file.stem
 
 
 def _text_field(row: dict[str, Any], field: str, label: str, line: int) -> str:
@@ -227,7 +228,7 @@ def _builtin_entries(
     root = resolve_data_dir(data_dir)
     if root is not None and (root / spec.filename).is_file():
         path = root / spec.filename
-        return str(path), _file_entries(path), spec.rows
+        return str(path), file_entries(path), spec.rows
     hub = spec.hub
     split = split or hub.split
     where = str(root) if root is not None else "no data folder"

@@ -81,3 +81,26 @@ def test_missing_completion_field_names_file_and_line(tiny_model_dir, tmp_path):
     )
     with pytest.raises(ValueError, match=r"cots.jsonl:2: field 'completion'"):
         run(ScoreConfig(input=str(cots), out=str(tmp_path / "o"), model=str(tiny_model_dir)))
+
+
+def test_read_field_takes_the_same_files_as_problem_loading(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stepprune.data import ProblemFileError
+    from stepprune.stages.score import read_field
+
+    rows = [{"q": "1+1?", "cot": "a\n\nb"}, {"q": "2+2?", "cot": "c"}]
+    array = tmp_path / "cots.json"
+    array.write_text(json.dumps(rows))
+    lines = tmp_path / "cots.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = tmp_path / "cots.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), table)
+    for path in (array, lines, table):
+        assert read_field(path, "cot") == ["a\n\nb", "c"]
+    array.write_text(json.dumps([rows[0], "not a row"]))
+    with pytest.raises(ProblemFileError, match="cots.json:2"):
+        read_field(array, "cot")
+    with pytest.raises(ValueError, match=r"cots.jsonl:1: field 'answer': missing or empty"):
+        read_field(lines, "answer")

@@ -149,16 +149,16 @@ def _file_rows(cfg: ScoreConfig, rescorer):
 
 
 def read_field(path: Path, field: str) -> list[str]:
-    """One text field of every row of a JSONL or Parquet file; errors name file, line, field."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    """One text field of every row of a JSONL, JSON-array or Parquet file; errors name file,
+    line and field."""
+    from stepprune.data import file_entries
 
-        values = pq.read_table(path, columns=[field]).column(field).to_pylist()
-        lines = list(range(1, len(values) + 1))
-    else:
-        pairs = [(n, json.loads(t)) for n, t in enumerate(path.open(), 1) if t.strip()]
-        lines = [n for n, _ in pairs]
-        values = [row.get(field) for _, row in pairs]
+    lines, values = [], []
+    for line, row in file_entries(path):
+        if isinstance(row, Exception):
+            raise row
+        lines.append(line)
+        values.append(row.get(field))
     for line, value in zip(lines, values, strict=True):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{path}:{line}: field '{field}': missing or empty completion")
