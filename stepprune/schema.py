@@ -266,14 +266,22 @@ def _family(t: pa.DataType) -> str:
     return str(t)
 
 
-def read_file_schema(path: str | Path) -> pa.Schema:
-    """The Arrow schema of a Parquet file, or a SchemaError naming the file."""
+def open_parquet(path: str | Path):
+    """``pq.ParquetFile(path)``, or a SchemaError naming the file if it is not Parquet."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_schema(path)
+        return pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise SchemaError(f"{path}: not a readable Parquet file ({e})") from e
+
+
+def read_file_schema(path: str | Path) -> pa.Schema:
+    pf = open_parquet(path)
+    try:
+        return pf.schema_arrow
+    finally:
+        pf.close()
 
 
 def check_file(path: str | Path, expected: Schema) -> None:
@@ -296,8 +304,5 @@ def validate_table(table: pa.Table, schema: Schema, origin: str = "<table>") -> 
     missing = [n for n in schema.arrow.names if n not in table.column_names]
     if missing:
         raise SchemaError(f"{origin}: columns {missing} are missing")
-    for col in schema.required:
-        nulls = table.column(col).null_count
-        if nulls:
-            raise SchemaError(f"{origin}: column '{col}' has {nulls} null values")
+    check_nulls(table, schema, origin)
     return table.select(schema.arrow.names).cast(schema.with_metadata())

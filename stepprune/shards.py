@@ -20,7 +20,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepprune.schema import Schema, SchemaError, check_file_schema, check_nulls, to_table
+from stepprune.schema import (
+    Schema,
+    check_file_schema,
+    check_nulls,
+    open_parquet,
+    to_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +184,7 @@ def iter_batches(
 ) -> Iterator[tuple[Path, pa.RecordBatch]]:
     """Stream (file, record batch) pairs, checking each file's schema before reading it."""
     for path in shard_files(source):
-        try:
-            pf = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise SchemaError(f"{path}: not a readable Parquet file ({e})") from e
+        pf = open_parquet(path)
         check_file_schema(pf.schema_arrow, schema, path)
         start = 0
         for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
