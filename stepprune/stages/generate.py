@@ -197,15 +197,7 @@ def _check_resume(cfg: GenerateConfig) -> None:
 
 
 def _sampling_record(cfg: GenerateConfig, backend) -> dict:
-    keys = ("greedy", "temperature", "top_p", "max_new_tokens", "n_samples", "seed", "dtype")
-    record = {k: getattr(cfg, k) for k in keys}
-    record.update(
-        sampling_kwargs=cfg.sampling_kwargs,
-        prompt_template=cfg.prompt_template,
-        system_prompt=cfg.system_prompt,
-        batch_size=cfg.batch_size,
-        rescore=cfg.rescore,
-    )
+    record = {k: getattr(cfg, k) for k in (*RESUME_KEYS, "n_samples", "batch_size")}
     record.update(getattr(backend, "provenance", dict)())
     return record
 
