@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepprune.prune import ROW_COLUMNS
+from stepprune.pruning.select import ROW_COLUMNS
 from stepprune.schema import PRUNED
 from stepprune.synthetic import synthetic_table
 

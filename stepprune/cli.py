@@ -101,7 +101,7 @@ def generate(
 ) -> None:
     """Generate chains of thought with per-token entropy and steps into Parquet shards."""
     cfg, summary = _run_stage("generate", _flags(locals()), recipe, sets, verbose)
-    from stepprune.summary import format_summary
+    from stepprune.cot.summary import format_summary
 
     typer.echo(format_summary(summary))
     typer.echo(f"shards: {cfg.out}")
@@ -123,7 +123,7 @@ def score(
 ) -> None:
     """Exact teacher-forced entropy for existing CoTs (a vLLM top-k run, or any CoT file)."""
     cfg, summary = _run_stage("score", _flags(locals()), recipe, sets, verbose)
-    from stepprune.summary import format_summary
+    from stepprune.cot.summary import format_summary
 
     typer.echo(format_summary(summary))
     typer.echo(f"shards: {cfg.out}")
@@ -136,7 +136,7 @@ def problems(
     limit: int = typer.Option(3),
 ) -> None:
     """List the built-in problem sets, or show the first problems of one."""
-    from stepprune import data
+    from stepprune.data import load as data
 
     if name is None:
         for n in data.builtin_names():
@@ -212,7 +212,7 @@ def eval_(
     flags = _flags(locals())
     flags.update(kappas=_floats(kappas), strategies=_names(strategies))
     cfg, summary = _run_stage("eval", flags, recipe, sets, verbose)
-    from stepprune.report import format_report
+    from stepprune.evaluation.report import format_report
 
     typer.echo(format_report(summary))
     typer.echo(f"report: {cfg.out}/summary.md")

@@ -1,4 +1,4 @@
-"""Tests for stepprune.data: real benchmark files, gold answers the grader accepts, bad input,
+"""Tests for stepprune.data.load: real benchmark files, gold answers the grader accepts, bad input,
 Parquet / JSON input and the hub branch (``datasets.load_dataset`` is always monkeypatched)."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 from math_verify import parse
 from sympy import Basic, MatrixBase
 
-from stepprune import data, grading
-from stepprune.data import KNOWN_UNPARSEABLE, Problem, ProblemFileError, load_problems
+from stepprune.data import grading
+from stepprune.data import load as data
+from stepprune.data.load import KNOWN_UNPARSEABLE, Problem, ProblemFileError, load_problems
 
 DATA_DIR = Path(
     os.environ.get("STEPPRUNE_DATA_DIR") or Path(__file__).parents[2] / "shared/data/math"
@@ -202,7 +203,7 @@ def test_duplicate_ids_name_both_lines(tmp_path, caplog):
     path = _write_jsonl(tmp_path / "dups.jsonl", [json.dumps(r) for r in rows])
     with pytest.raises(ProblemFileError, match=r"dups\.jsonl:4: field 'qid': .*lines 1 and 4"):
         load_problems(str(path), id_field="qid")
-    with caplog.at_level(logging.WARNING, logger="stepprune.data"):
+    with caplog.at_level(logging.WARNING, logger="stepprune.data.load"):
         problems = load_problems(str(path), id_field="qid", skip_bad=True)
     assert [p.id for p in problems] == ["a", "b", "c"]
     assert "skipped 1 bad rows of" in caplog.text and "dups.jsonl" in caplog.text
@@ -279,7 +280,7 @@ def test_builtin_falls_back_to_hub(monkeypatch, tmp_path, caplog):
         return [{"question": "Q?", "answer": "work\n#### 1,234"}]
 
     monkeypatch.setattr("datasets.load_dataset", fake_load_dataset)
-    with caplog.at_level(logging.WARNING, logger="stepprune.data"):
+    with caplog.at_level(logging.WARNING, logger="stepprune.data.load"):
         problems = load_problems("gsm8k", data_dir=tmp_path)
     assert calls == [(("openai/gsm8k", "main"), {"split": "test"})]
     assert problems == [Problem("gsm8k-0", "gsm8k", "Q?", "1234")]

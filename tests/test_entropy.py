@@ -6,7 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from stepprune.entropy import entropy_reference, logits_entropy, step_entropy, topk_entropy_bounds
+from stepprune.cot.entropy import (
+    entropy_reference,
+    logits_entropy,
+    step_entropy,
+    topk_entropy_bounds,
+)
 
 
 def test_uniform_and_one_hot():

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import tiny_generate
 
-from stepprune.metrics import bootstrap_ci, l_acc, mean_pass_at_k, pass_at_k
+from stepprune.evaluation.metrics import bootstrap_ci, l_acc, mean_pass_at_k, pass_at_k
 
 
 def test_l_acc_hand_values():
@@ -113,7 +113,7 @@ def test_eval_results_match_an_independent_recount(tiny_eval):
 
 def test_eval_answers_from_the_pruned_prompt(tiny_eval, tiny_model_dir):
     """The answer prompt is the generation prompt, the [SKIP]-pruned thinking and the lead-in."""
-    from stepprune.answer_prompts import INSTRUCT_LEAD_IN
+    from stepprune.evaluation.answer_prompts import INSTRUCT_LEAD_IN
     from stepprune.schema import EVAL_RESULTS, GENERATIONS
     from stepprune.shards import read_table
 
@@ -248,8 +248,8 @@ def test_answer_prompt_text_per_cot_format():
     instruct CoTs get the boxed lead-in after their thinking."""
     import polars as pl
 
-    from stepprune.answer_prompts import INSTRUCT_LEAD_IN, THINK_LEAD_IN, _variant_rows
-    from stepprune.prune import PruneSpec
+    from stepprune.evaluation.answer_prompts import INSTRUCT_LEAD_IN, THINK_LEAD_IN, _variant_rows
+    from stepprune.pruning.select import PruneSpec
     from stepprune.stages.eval import EvalConfig
 
     n = 3

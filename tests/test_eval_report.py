@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from stepprune.report import curve_table
+from stepprune.evaluation.report import curve_table
 from stepprune.stages.eval import EvalConfig
 
 

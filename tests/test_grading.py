@@ -1,4 +1,4 @@
-"""Tests for stepprune.grading: extraction, the three verify paths, thread safety, time bounds."""
+"""Tests for stepprune.data.grading: extraction, the three verify paths, thread safety, limits."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 
-from stepprune import grading
-from stepprune.grading import Grade, answer_kind, extract_answer, grade, verify
+from stepprune.data import grading
+from stepprune.data.grading import Grade, answer_kind, extract_answer, grade, verify
 
 
 def _sleepy(pred: str, gold: str) -> bool:
@@ -148,7 +148,7 @@ THREAD_CASES = [
 
 
 def test_verify_from_eight_threads(caplog):
-    caplog.set_level(logging.DEBUG, logger="stepprune.grading")
+    caplog.set_level(logging.DEBUG, logger="stepprune.data.grading")
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda case: verify(case[0], case[1]), THREAD_CASES))
     assert results == [expected for _, _, expected in THREAD_CASES]
@@ -156,7 +156,7 @@ def test_verify_from_eight_threads(caplog):
 
 
 def test_main_thread_timeout_is_bounded_and_restores_alarm(monkeypatch, caplog):
-    caplog.set_level(logging.DEBUG, logger="stepprune.grading")
+    caplog.set_level(logging.DEBUG, logger="stepprune.data.grading")
     monkeypatch.setattr(grading, "_math_verify_equal", _sleepy)
     fired = []
     previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(True))
@@ -175,7 +175,7 @@ def test_main_thread_timeout_is_bounded_and_restores_alarm(monkeypatch, caplog):
 
 
 def test_worker_thread_timeout_kills_helper_and_recovers(monkeypatch, caplog):
-    caplog.set_level(logging.DEBUG, logger="stepprune.grading")
+    caplog.set_level(logging.DEBUG, logger="stepprune.data.grading")
     assert _in_thread(verify, "\\frac{2}{4}", "0.5")  # start the helper outside the clock
     monkeypatch.setattr(grading, "_math_verify_equal", _sleepy)
     started = time.monotonic()

@@ -111,7 +111,7 @@ def regraded_correctness(out: Path) -> dict[int, list[tuple[float, float]]]:
     of its problem "{i} apples?")] over the completions TRL logged (``log_completions``)."""
     import pandas as pd
 
-    from stepprune.rewards import CorrectnessReward, completion_text
+    from stepprune.rl.rewards import CorrectnessReward, completion_text
 
     grader, pairs = CorrectnessReward(wrong=-0.25), {}
     for path in sorted((out / "completions").glob("completions_*.parquet")):

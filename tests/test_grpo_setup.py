@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from stepprune.config import build_config
-from stepprune.grpo_data import build_dataset, training_problems
 from stepprune.stages.grpo import GRPOStageConfig
+from stepprune.train.grpo_data import build_dataset, training_problems
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "pipelines").glob("grpo_*.yaml"))
@@ -90,7 +90,7 @@ def test_grpo_recipes_build_their_rewards_lora_and_trl_args(recipe):
     from peft import LoraConfig
     from trl import GRPOConfig
 
-    from stepprune.rewards import build_rewards
+    from stepprune.rl.rewards import build_rewards
     from stepprune.stages.sft import lora_config
 
     cfg = build_config(GRPOStageConfig, recipe)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stepprune.backends import SamplingSpec
-from stepprune.entropy import entropy_reference
+from stepprune.cot.entropy import entropy_reference
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_seed_reproduces_samples(backend):
 
 
 def test_teacher_forced_rescoring_matches_generation(backend):
-    from stepprune.rescore import teacher_forced
+    from stepprune.backends.rescore import teacher_forced
 
     prompt = backend.tokenizer("Tom has 3 apples")["input_ids"]
     out = backend.generate([prompt], SamplingSpec(max_new_tokens=30, temperature=1.0, seed=2))[0]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepprune.prune import n_to_skip
+from stepprune.pruning.select import n_to_skip
 from stepprune.schema import GENERATIONS, PRUNED, to_table
 from stepprune.shards import read_table
 from stepprune.stages.prune import PruneConfig, run

@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 import pytest
 
-from stepprune.rewards import (
+from stepprune.rl.rewards import (
     PAPER_REWARDS,
     REWARDS,
     CorrectnessReward,

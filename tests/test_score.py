@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import tiny_generate
 
-from stepprune.entropy import entropy_reference
+from stepprune.cot.entropy import entropy_reference
 from stepprune.schema import GENERATIONS
 from stepprune.shards import read_table
 from stepprune.stages.score import ScoreConfig, run
@@ -87,7 +87,7 @@ def test_read_field_takes_the_same_files_as_problem_loading(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from stepprune.data import ProblemFileError
+    from stepprune.data.load import ProblemFileError
     from stepprune.stages.score import read_field
 
     rows = [{"q": "1+1?", "cot": "a\n\nb"}, {"q": "2+2?", "cot": "c"}]

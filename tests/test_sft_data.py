@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from test_sft_skip_token import base_model
 
+from stepprune.cot.steps import SKIP_TOKEN
 from stepprune.schema import PRUNED, SchemaError, to_table
-from stepprune.sft_data import added_bos, build_dataset, render_completion
 from stepprune.shards import read_table, write_table_atomic
-from stepprune.skip_token import add_skip_token, fit_embeddings
 from stepprune.stages.sft import SFTStageConfig, make_trainer, run, sft_config
-from stepprune.steps import SKIP_TOKEN
+from stepprune.train.sft_data import added_bos, build_dataset, render_completion
+from stepprune.train.skip_token import add_skip_token, fit_embeddings
 
 PROMPT = "<|im_start|>user\n{i} apples and 5 more?<|im_end|>\n<|im_start|>assistant\n"
 STEPS = ["Tom has {i} apples.", "He buys 5 more.", "{i} + 5 = {s}.", "So the total is {s}."]

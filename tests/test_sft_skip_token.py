@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stepprune.skip_token import VOCAB_MULTIPLE, add_skip_token, fit_embeddings
-from stepprune.steps import SKIP_TOKEN
+from stepprune.cot.steps import SKIP_TOKEN
+from stepprune.train.skip_token import VOCAB_MULTIPLE, add_skip_token, fit_embeddings
 
 
 def base_model(tiny_model_dir):
@@ -66,8 +66,8 @@ def _skip_tokenizer(tiny_model_dir):
 
 def _row_for(tok, completion: str):
     from stepprune.backends import Completion
-    from stepprune.data import Problem
-    from stepprune.trajectory import RunInfo, build_row
+    from stepprune.cot.trajectory import RunInfo, build_row
+    from stepprune.data.load import Problem
 
     ids = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     comp = Completion(ids, [0.5] * len(ids), [-0.1] * len(ids), "stop", "exact")
@@ -109,9 +109,9 @@ def test_adjacent_skip_tokens_each_count(tiny_model_dir):
 
 def test_generate_summary_counts_skips_the_model_wrote(tiny_model_dir, tmp_path):
     """Rows with 2 of 4 and 0 of 2 steps skipped: mean skip ratio (0.5 + 0) / 2, one row."""
+    from stepprune.cot.summary import summarize_generations
     from stepprune.schema import GENERATIONS, to_table
     from stepprune.shards import write_table_atomic
-    from stepprune.summary import summarize_generations
 
     tok, _ = _skip_tokenizer(tiny_model_dir)
     _, a = _row_for(tok, "<think>\nA.\n\n[SKIP]\n\n[SKIP]\n\nB.\n</think>\n\n8")

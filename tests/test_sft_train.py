@@ -18,9 +18,14 @@ import yaml
 from test_sft_data import pruned_row, write_pruned
 from test_sft_skip_token import base_model
 
-from stepprune.skip_token import add_skip_token, check_saved_model, fit_embeddings, skip_token_id
+from stepprune.cot.steps import SKIP_TOKEN
 from stepprune.stages.sft import SFTStageConfig, lora_config, run, sft_config
-from stepprune.steps import SKIP_TOKEN
+from stepprune.train.skip_token import (
+    add_skip_token,
+    check_saved_model,
+    fit_embeddings,
+    skip_token_id,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PY = Path(os.environ.get("STEPPRUNE_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))

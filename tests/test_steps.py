@@ -5,7 +5,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepprune.steps import (
+from stepprune.cot.steps import (
     assign_tokens,
     build_steps,
     count_thinking_tokens,

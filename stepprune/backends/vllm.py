@@ -3,7 +3,7 @@
 vLLM returns at most ``max_logprobs`` (default 20) log-probs per token. We ask for them in
 ``raw_logprobs`` mode (the model's log-softmax before penalties, temperature and top-p, the same
 distribution the hf backend measures) and turn them into an estimate with lower/upper bounds
-(see ``stepprune.entropy``). ``rescore`` replaces the estimate by exact teacher-forced entropy.
+(see ``stepprune.cot.entropy``). ``rescore`` replaces the estimate by exact teacher-forced entropy.
 
 Engine options (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...) pass
 through ``engine_kwargs`` untouched; sampling extras pass through to ``SamplingParams``.
@@ -17,7 +17,7 @@ import logging
 import numpy as np
 
 from stepprune.backends import Completion, SamplingSpec
-from stepprune.entropy import topk_entropy_bounds
+from stepprune.cot.entropy import topk_entropy_bounds
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class VLLMBackend:
         )
 
     def rescore(self, prompts: list[list[int]], comps: list[Completion]) -> list[Completion]:
-        from stepprune.rescore import Rescorer
+        from stepprune.backends.rescore import Rescorer
 
         if self._rescorer is None:
             self._rescorer = Rescorer(self.model_path)

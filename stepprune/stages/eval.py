@@ -8,8 +8,8 @@ Identical answer prompts (kappa=0 under every strategy, kappa=1 under the step s
 short CoTs where two strategies pick the same steps) are answered once.
 
 Results are keyed by (trajectory, strategy, kappa) and flushed regularly, so a killed run
-resumes where it stopped. The report (tables and plots, ``stepprune.report``) is rebuilt from
-all results on disk at the end of every run.
+resumes where it stopped. The report (tables and plots, ``stepprune.evaluation.report``) is
+rebuilt from all results on disk at the end of every run.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class EvalConfig:
                 raise ValueError(f"{name} lists a value twice: {values}")
 
     def specs(self) -> list:
-        from stepprune.prune import PruneSpec
+        from stepprune.pruning.select import PruneSpec
 
         args = (self.score, self.budget, self.protect_ends, self.merge_skips, self.seed)
         return [PruneSpec(float(k), s, *args) for s in self.strategies for k in self.kappas]
@@ -92,9 +92,9 @@ class EvalConfig:
 
 def run(cfg: EvalConfig) -> dict:
 
-    from stepprune.answer_prompts import build_variants
+    from stepprune.evaluation.answer_prompts import build_variants
+    from stepprune.evaluation.report import write_report
     from stepprune.models import model_label
-    from stepprune.report import write_report
     from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_file
     from stepprune.shards import existing_keys, shard_files
 
@@ -154,7 +154,7 @@ def answer_variants(variants, cfg: EvalConfig, tokenizer, results_dir) -> None:
     import polars as pl
     from tqdm.auto import tqdm
 
-    from stepprune.answer_prompts import distinct_prompts
+    from stepprune.evaluation.answer_prompts import distinct_prompts
     from stepprune.models import model_label
 
     variants, prompts = distinct_prompts(variants, tokenizer, cfg.max_prompt_tokens)
@@ -206,8 +206,8 @@ def _writer(cfg: EvalConfig, results_dir):
 def _answer_batch(batch, backend, spec, cfg: EvalConfig):
     import polars as pl
 
-    from stepprune import grading
-    from stepprune.trajectory import completion_text
+    from stepprune.cot.trajectory import completion_text
+    from stepprune.data import grading
 
     prompts = batch["_ids"].to_list()
     comps = backend.generate(prompts, spec)

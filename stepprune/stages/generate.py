@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stepprune.steps import DEFAULT_STEP_PATTERN
+from stepprune.cot.steps import DEFAULT_STEP_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class GenerateConfig:
             raise ValueError(f"--shard-index {self.shard_index} not in [0, {self.num_shards})")
         if self.n_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("n_samples, batch_size and max_new_tokens must be >= 1")
-        from stepprune.prompts import check_template
+        from stepprune.data.prompts import check_template
 
         check_template(self.prompt_template)
         try:
@@ -71,7 +71,7 @@ class GenerateConfig:
 
 
 def render_prompt(tokenizer, cfg: GenerateConfig, problem_text: str) -> tuple[str, list[int]]:
-    from stepprune.prompts import chat_prompt
+    from stepprune.data.prompts import chat_prompt
 
     messages = chat_prompt(problem_text, cfg.prompt_template, cfg.system_prompt)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -98,10 +98,10 @@ def sampling_spec(cfg: GenerateConfig, batch_seed: int):
 
 
 def run(cfg: GenerateConfig) -> dict:
-    from stepprune.data import load_problems
+    from stepprune.cot.summary import summarize_generations
+    from stepprune.data.load import load_problems
     from stepprune.schema import GENERATIONS
     from stepprune.shards import existing_keys
-    from stepprune.summary import summarize_generations
 
     problems = load_problems(
         cfg.problems,
@@ -127,10 +127,10 @@ def _generate_items(cfg: GenerateConfig, items: list) -> None:
     from tqdm.auto import tqdm
 
     from stepprune.backends import load_backend
+    from stepprune.cot.trajectory import RunInfo, package_versions
     from stepprune.models import model_label, resolve_model
     from stepprune.schema import GENERATIONS
     from stepprune.shards import ShardWriter
-    from stepprune.trajectory import RunInfo, package_versions
 
     backend = load_backend(
         cfg.backend, resolve_model(cfg.model), dtype=cfg.dtype, **cfg.engine_kwargs
@@ -203,7 +203,7 @@ def _sampling_record(cfg: GenerateConfig, backend) -> dict:
 
 
 def _generate_batch(cfg, backend, batch, info) -> list[dict]:
-    from stepprune.trajectory import build_row
+    from stepprune.cot.trajectory import build_row
 
     prompts = [render_prompt(backend.tokenizer, cfg, p.problem) for p, _ in batch]
     # The batch seed depends only on the first item, so a resumed run samples its batches the

@@ -140,11 +140,11 @@ def run(cfg: GRPOStageConfig) -> dict:
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from stepprune.grpo_data import build_dataset, training_problems
     from stepprune.models import resolve_model
-    from stepprune.rewards import build_rewards
+    from stepprune.rl.rewards import build_rewards
     from stepprune.shards import check_apart
     from stepprune.stages.sft import lora_config
+    from stepprune.train.grpo_data import build_dataset, training_problems
 
     args = grpo_config(cfg)  # first: it sets up the distributed state the rest relies on
     problems = training_problems(

@@ -1,9 +1,9 @@
 """The prune stage: generations shards -> [SKIP]-compressed ``pruned`` shards, SFT-ready.
 
-Shard by shard, vectorised with polars (``stepprune.prune``): reading the next shard, pruning
-this one and writing earlier ones overlap, with at most a few shards in memory. All inputs are
-checked before anything is written; output goes to a hidden staging directory that is renamed
-into place only when every shard and the dataset card are written, so a failed or killed run
+Shard by shard, vectorised with polars (``stepprune.pruning.select``): reading the next shard,
+pruning this one and writing earlier ones overlap, with at most a few shards in memory. All
+inputs are checked before anything is written; output goes to a hidden staging directory that is
+renamed into place only when every shard and the dataset card are written, so a failed or killed run
 leaves no output at all, and an existing output is replaced only with ``overwrite``.
 """
 
@@ -44,7 +44,7 @@ class PruneConfig:
     compression: str = "zstd"
 
     def spec(self):
-        from stepprune.prune import PruneSpec
+        from stepprune.pruning.select import PruneSpec
 
         return PruneSpec(
             self.kappa,
@@ -237,7 +237,7 @@ def _filter(df, cfg: PruneConfig, stats: PruneStats):
 def read_shard(path: Path, with_tokens: bool):
     import pyarrow.parquet as pq
 
-    from stepprune.prune import ROW_COLUMNS
+    from stepprune.pruning.select import ROW_COLUMNS
     from stepprune.schema import GENERATIONS, check_nulls
 
     cols = ROW_COLUMNS + (["token_ids", "token_entropies"] if with_tokens else [])
@@ -250,7 +250,7 @@ def prune_file(path: Path, spec, cfg: PruneConfig, tokenizer, stats: PruneStats,
     """One generations shard (``table``: its columns, already read) -> one pruned Arrow table."""
     import polars as pl
 
-    from stepprune.prune import check_unique, prune_frame, pruned_columns
+    from stepprune.pruning.select import check_unique, prune_frame, pruned_columns
 
     if table is None:
         table = read_shard(path, tokenizer is not None)

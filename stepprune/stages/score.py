@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from stepprune.cot.steps import DEFAULT_STEP_PATTERN
 from stepprune.stages.generate import DEFAULT_PROMPT
-from stepprune.steps import DEFAULT_STEP_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ScoreConfig:
 
 
 def _rescored_row(row: dict, ent: list[float], lp: list[float], label: str) -> dict:
-    from stepprune.entropy import step_entropy
+    from stepprune.cot.entropy import step_entropy
 
     steps = []
     for s in row["steps"]:
@@ -78,11 +78,11 @@ def _is_generations(source: str) -> bool:
 def run(cfg: ScoreConfig) -> dict:
     from tqdm.auto import tqdm
 
+    from stepprune.backends.rescore import Rescorer, teacher_forced
+    from stepprune.cot.summary import summarize_generations
     from stepprune.models import model_label, resolve_model
-    from stepprune.rescore import Rescorer, teacher_forced
     from stepprune.schema import GENERATIONS
     from stepprune.shards import ShardWriter, existing_keys
-    from stepprune.summary import summarize_generations
 
     if not cfg.input:
         raise ValueError("score needs --input: generations shards or a CoT file")
@@ -118,9 +118,9 @@ def _file_rows(cfg: ScoreConfig, rescorer):
     from transformers import AutoTokenizer
 
     from stepprune.backends import Completion
-    from stepprune.data import load_problems
+    from stepprune.cot.trajectory import RunInfo, build_row, package_versions
+    from stepprune.data.load import load_problems
     from stepprune.stages.generate import render_prompt
-    from stepprune.trajectory import RunInfo, build_row, package_versions
 
     problems = load_problems(
         cfg.input,
@@ -151,7 +151,7 @@ def _file_rows(cfg: ScoreConfig, rescorer):
 def read_field(path: Path, field: str) -> list[str]:
     """One text field of every row of a JSONL, JSON-array or Parquet file; errors name file,
     line and field."""
-    from stepprune.data import file_entries
+    from stepprune.data.load import file_entries
 
     lines, values = [], []
     for line, row in file_entries(path):

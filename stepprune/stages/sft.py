@@ -1,13 +1,13 @@
 """The sft stage: pruned shards -> a model that writes [SKIP]-compressed chains of thought.
 
 TRL's ``SFTTrainer`` on prompt/completion rows (loss on the completion only, see
-``stepprune.sft_data``), full fine-tuning or PEFT LoRA. ``sft_args`` is handed to
+``stepprune.train.sft_data``), full fine-tuning or PEFT LoRA. ``sft_args`` is handed to
 ``trl.SFTConfig`` untouched and ``lora`` to ``peft.LoraConfig`` (an unknown key in either is a
 ``ValueError`` naming it). The stage owns ``output_dir`` (``out``) and ``seed`` (``seed``):
 ``sft_args`` may not set them, as in the grpo stage. ``max_length`` defaults to ``max_tokens``
 (TRL's own default, 1024, would silently cut long rows).
 ``model_init_kwargs`` (e.g. ``dtype``) is used to load the model here, because the model has to
-be loaded before the trainer to give it the [SKIP] token (``stepprune.skip_token``).
+be loaded before the trainer to give it the [SKIP] token (``stepprune.train.skip_token``).
 
 With LoRA, the [SKIP] rows of the input embedding and output head are trained through PEFT's
 ``trainable_token_indices`` unless ``lora`` names ``trainable_token_indices`` or
@@ -58,9 +58,9 @@ def run(cfg: SFTStageConfig) -> dict:
     from transformers import AutoTokenizer
 
     from stepprune.models import model_label, resolve_model
-    from stepprune.sft_data import build_dataset, pruned_files
     from stepprune.shards import check_apart
-    from stepprune.skip_token import add_skip_token, fit_embeddings
+    from stepprune.train.sft_data import build_dataset, pruned_files
+    from stepprune.train.skip_token import add_skip_token, fit_embeddings
 
     files = pruned_files(cfg.input)
     check_apart(cfg.out, files)
@@ -85,7 +85,7 @@ def run(cfg: SFTStageConfig) -> dict:
         trainer.save_state()
         if cfg.merge:
             summary["merged"] = str(merge(trainer, tokenizer, Path(cfg.out)))
-        from stepprune.sft_card import write_model_card
+        from stepprune.train.sft_card import write_model_card
 
         write_model_card(cfg, model_label(cfg.model), report, summary)
     return summary
@@ -162,7 +162,7 @@ def lora_config(lora: dict):
 
 def peft_config(lora: dict, model, token_id: int):
     """``lora_config(lora)`` plus the [SKIP] rows as trainable tokens (module docstring)."""
-    from stepprune.skip_token import lora_token_targets
+    from stepprune.train.skip_token import lora_token_targets
 
     kwargs = dict(lora)
     if kwargs.get("trainable_token_indices") is None and not kwargs.get("modules_to_save"):

@@ -205,7 +205,7 @@ def prune_frame(df: pl.DataFrame, spec: PruneSpec, tokenizer, origin) -> pl.Data
     mask = select(steps, spec)
     comp = compress(df, steps, mask, spec.merge_skips)
     if tokenizer is not None and spec.strategy == "token":
-        from stepprune.token_prune import token_compress
+        from stepprune.pruning.tokens import token_compress
 
         comp = token_compress(df, comp, tokenizer)
     return df.join(comp, on="_r", how="left", maintain_order="left")

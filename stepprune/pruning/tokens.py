@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from stepprune.steps import THINK_OPEN
+from stepprune.cot.steps import THINK_OPEN
 
 
 def drop_lowest(entropies: np.ndarray, budget: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from stepprune.prune import ROW_COLUMNS
+from stepprune.pruning.select import ROW_COLUMNS
 from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_nulls
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def build_variants(files, cfg, specs, tokenizer, done: set, label: str):
     import polars as pl
     import pyarrow.parquet as pq
 
-    from stepprune.prune import check_unique, prune_frame
+    from stepprune.pruning.select import check_unique, prune_frame
 
     columns = EVAL_COLUMNS + (TOKEN_COLUMNS if "token" in cfg.strategies else [])
     frames, remaining, seen = [], cfg.limit, None

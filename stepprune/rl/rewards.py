@@ -11,7 +11,7 @@ Shared reading of a completion (plain text, or TRL's conversational ``[{"role": 
 - Thinking part: the text before ``</think>`` (after ``<think>`` when the completion opens it;
   the prompt may have opened it). Without ``</think>`` the whole completion is thinking, cut off
   before its answer, and there is no answer part.
-- Steps: the thinking part split at blank lines (``stepprune.steps.split_steps``). Skips are the
+- Steps: the thinking part split at blank lines (``stepprune.cot.steps.split_steps``). Skips are the
   ``[SKIP]`` occurrences in the thinking part, so "[SKIP]\\n[SKIP]" in one paragraph counts two
   and "[SKIP] Then x = 2." counts one skip plus one kept step: the paper counts [SKIP] tokens,
   and a model writing them next to text is still skipping. Kept steps are the steps with text
@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from stepprune.steps import (
+from stepprune.cot.steps import (
     DEFAULT_STEP_PATTERN,
     SKIP_TOKEN,
     THINK_CLOSE,
@@ -132,7 +132,7 @@ class CorrectnessReward(Reward):
     r = reward if grade(text after </think>, gold).correct else wrong. A completion without
     ``</think>`` scores ``wrong``: it never reached an answer. The gold answer is the dataset
     column ``answer_column``; a row whose gold is None or empty gets None (does not apply).
-    Grading: ``stepprune.grading.grade`` bounded by ``timeout`` seconds.
+    Grading: ``stepprune.data.grading.grade`` bounded by ``timeout`` seconds.
     """
 
     name = "correctness"
@@ -150,7 +150,7 @@ class CorrectnessReward(Reward):
         self.answer_column, self.timeout = answer_column, timeout
 
     def score(self, texts, completion_ids, columns):
-        from stepprune.grading import grade
+        from stepprune.data.grading import grade
 
         if self.answer_column not in columns:
             known = sorted(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stepprune.metrics import bootstrap_ci, l_acc, mean_pass_at_k
+from stepprune.evaluation.metrics import bootstrap_ci, l_acc, mean_pass_at_k
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def write_report(cfg, files) -> dict:
             diffs.write_csv(out / "paired.csv")
         else:
             (out / "paired.csv").unlink(missing_ok=True)
-        from stepprune.plots import plot_accuracy, plot_tokens
+        from stepprune.evaluation.plots import plot_accuracy, plot_tokens
 
         plot_accuracy(curve, out / "accuracy_vs_kappa.png", cfg.ci_level)
         plot_tokens(curve, out / "tokens_vs_kappa.png")

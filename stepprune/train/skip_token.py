@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from stepprune.steps import SKIP_TOKEN
+from stepprune.cot.steps import SKIP_TOKEN
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """GRPO training problems: problem sets or pruned shards -> a dataset of chat prompts and golds.
 
-A source is a built-in set name, a problem file or ``hub:`` id (``stepprune.data``), or pruned
+A source is a built-in set name, a problem file or ``hub:`` id (``stepprune.data.load``), or pruned
 shards (a directory, or a Parquet file whose schema metadata says ``pruned``). Pruned shards can
 hold several samples of one problem; each problem is kept once, in first-seen order. ``limit``
 keeps the first N problems, then ``sample`` draws N of them at random with ``seed`` (the
@@ -18,7 +18,7 @@ import logging
 import random
 from pathlib import Path
 
-from stepprune.data import Problem
+from stepprune.data.load import Problem
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def training_problems(
     seed: int = 0,
 ) -> list[Problem]:
     """The problems GRPO trains on (see the module docstring)."""
-    from stepprune.data import load_problems
+    from stepprune.data.load import load_problems
 
     for name, value in (("limit", limit), ("sample", sample)):
         if value is not None and value < 1:
@@ -84,7 +84,7 @@ def build_dataset(problems: list[Problem], template: str, system_prompt: str | N
     """A ``datasets.Dataset`` with ``prompt`` (messages), ``gold_answer`` and ``problem_id``."""
     from datasets import Dataset
 
-    from stepprune.prompts import chat_prompt
+    from stepprune.data.prompts import chat_prompt
 
     return Dataset.from_list(
         [

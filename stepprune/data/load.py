@@ -4,7 +4,7 @@ Owns the ``Problem`` record, the data-directory lookup (``--data-dir`` / ``STEPP
 reading JSONL / JSON / Parquet files and hub datasets, and strict per-row validation: every bad
 row raises ``ProblemFileError`` naming file, line and field, unless ``skip_bad`` is set, in
 which case it is skipped and counted. Per-benchmark field mappings and gold normalisation live
-in ``stepprune.problemsets``; ``KNOWN_UNPARSEABLE`` lists the few real gold answers the grader
+in ``stepprune.data.problemsets``; ``KNOWN_UNPARSEABLE`` lists the few real gold answers the grader
 cannot read.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stepprune.problemsets import BUILTINS, GoldError, ProblemSet, RowMap
+from stepprune.data.problemsets import BUILTINS, GoldError, ProblemSet, RowMap
 
 logger = logging.getLogger(__name__)
 

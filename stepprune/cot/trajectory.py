@@ -10,10 +10,10 @@ import dataclasses
 import json
 from datetime import UTC, datetime
 
-from stepprune import grading
 from stepprune.backends import Completion
-from stepprune.data import Problem
-from stepprune.steps import build_steps, split_thinking, token_char_offsets
+from stepprune.cot.steps import build_steps, split_thinking, token_char_offsets
+from stepprune.data import grading
+from stepprune.data.load import Problem
 
 
 @dataclasses.dataclass(frozen=True)

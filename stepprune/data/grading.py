@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from stepprune.bounded import run_bounded
+from stepprune.data.bounded import run_bounded
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import dataclasses
 import torch
 
 from stepprune.backends import Completion
-from stepprune.entropy import logits_entropy
+from stepprune.cot.entropy import logits_entropy
 
 
 @torch.inference_mode()

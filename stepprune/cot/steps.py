@@ -25,7 +25,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from stepprune.entropy import step_entropy
+from stepprune.cot.entropy import step_entropy
 
 DEFAULT_STEP_PATTERN = r"\n\s*\n"
 SKIP_TOKEN = "[SKIP]"

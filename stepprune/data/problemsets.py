@@ -2,7 +2,7 @@
 
 Owns, per benchmark: the local file name, how a row maps to problem text / gold answer / id,
 how the gold answer is normalised, and which public hub dataset to fall back to when the file
-is absent. Loading and validation live in ``stepprune.data``.
+is absent. Loading and validation live in ``stepprune.data.load``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stepprune.grading import last_boxed
+from stepprune.data.grading import last_boxed
 
 
 class GoldError(ValueError):

@@ -1,0 +1,1 @@
+"""One completion -> thinking split, steps, token spans, entropy; end-of-run figures."""

@@ -1,0 +1,1 @@
+"""Eval's answer prompts, metrics (CIs, L-Acc, Pass@k), tables and plots."""

@@ -1,0 +1,1 @@
+"""Step selection and [SKIP] compression; the token-level control."""

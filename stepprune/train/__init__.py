@@ -1,0 +1,1 @@
+"""Training data and cards: the [SKIP] token, SFT rows and cards, GRPO problems."""
