@@ -7,6 +7,7 @@ Heavy libraries (torch, transformers, vLLM) are imported inside the stages, neve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import typer
 
 app = typer.Typer(
-    help="Step-entropy chain-of-thought compression: generate, score, prune, eval, sft, grpo.",
+    help="Step-entropy chain-of-thought compression: generate, score, prune, eval, sft, grpo, "
+    "bench.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -47,6 +49,13 @@ def _parse_sets(sets: list[str] | None) -> dict:
     return out
 
 
+def _is_main_process() -> bool:
+    """False on every process but the first of a multi-process launch (torchrun's RANK)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _fail(err: Exception) -> None:
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
@@ -63,10 +72,60 @@ def _run_stage(stage: str, flags: dict, recipe: Path | None, sets: list[str] | N
     try:
         cfg = build_config(config_class(stage), recipe, **{**flags, **_parse_sets(sets)})
         cfg.out = str(cfg.out)
-        summary = importlib.import_module(f"stepprune.stages.{stage}").run(cfg)
-    except (ValueError, OSError) as e:  # bad input: one line, no traceback (-v logs more)
+        stage_module = importlib.import_module(f"stepprune.stages.{stage}")
+        with _stoppable(stage, cfg.out):
+            summary = stage_module.run(cfg)
+    except (ValueError, OSError, _run_locked_error()) as e:  # one line, no traceback
         _fail(e)
     return cfg, summary
+
+
+def _run_locked_error():
+    from stepprune.shards import RunLockedError
+
+    return RunLockedError
+
+
+class Stopped(Exception):
+    """SIGTERM (a scheduler's preemption) or SIGINT (Ctrl-C) arrived during a resumable stage."""
+
+
+# Stages whose buffered rows are flushed on SIGTERM/SIGINT and which resume from their output.
+RESUMABLE = ("generate", "score", "eval")
+
+
+@contextlib.contextmanager
+def _stoppable(stage: str, out: str):
+    """For a resumable stage: turn SIGTERM into an exception (so buffered rows are flushed on
+    the way out, like Ctrl-C), then exit non-zero with one line saying what was saved."""
+    if stage not in RESUMABLE:
+        yield
+        return
+    import signal
+
+    from stepprune.shards import count_rows
+
+    where = Path(out) / "results" if stage == "eval" else Path(out)
+    before = count_rows(where)
+
+    def stop(signum, frame):
+        raise Stopped(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except (Stopped, KeyboardInterrupt) as e:
+        name = str(e) if isinstance(e, Stopped) else "SIGINT"
+        saved = count_rows(where)
+        typer.secho(
+            f"error: stopped by {name}: {saved - before} new rows saved ({saved} in {where}); "
+            "rerun the same command to resume",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(143 if name == "SIGTERM" else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _flags(scope: dict) -> dict:
@@ -238,6 +297,8 @@ def sft(
 ) -> None:
     """Fine-tune on pruned chains of thought to reason with [SKIP] (TRL SFT; LoRA optional)."""
     cfg, summary = _run_stage("sft", _flags(locals()), recipe, sets, verbose)
+    if not _is_main_process():
+        return
 
     def num(x) -> str:
         return "-" if x is None else f"{x:.4f}"
@@ -262,6 +323,9 @@ def grpo(
     problems: str = typer.Option(None, help="Built-in set, problem file, hub:id or pruned shards."),
     out: Path = typer.Option(None, help="Output: checkpoints, final model, log_history, card."),
     model: str = typer.Option(None, help="Start model (an SFT checkpoint); default: SmolLM2-135M."),
+    method: str = typer.Option(
+        None, help="se (default) | eg | eg-compress | eg-explore | ceeh | ceeh-ea"
+    ),
     data_dir: str = typer.Option(None, help="Where built-in sets live (or $STEPPRUNE_DATA_DIR)."),
     limit: int = typer.Option(None, help="Use only the first N problems."),
     sample: int = typer.Option(None, help="Then train on N of them drawn at random (seeded)."),
@@ -272,12 +336,49 @@ def grpo(
     sets: list[str] = SetOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """GRPO with the paper's four-part skip/length reward (TRL GRPOTrainer; vLLM optional)."""
+    """GRPO on TRL with a method: SE's skip/length reward, EG's two stages, or CEEH."""
     cfg, summary = _run_stage("grpo", _flags(locals()), recipe, sets, verbose)
-    from stepprune.stages.grpo import format_summary
+    if not _is_main_process():
+        return
+    from stepprune.rl.report import format_summary
 
     typer.echo(format_summary(summary))
     typer.echo(f"model, logs and card: {cfg.out}")
+
+
+@app.command()
+def bench(
+    model: list[str] = typer.Option(
+        None, "--model", "-m", help="name=model (repeat): a path, hub id or packaged name."
+    ),
+    base: str = typer.Option(None, help="The base model's name (default: the first --model)."),
+    benchmark: list[str] = typer.Option(
+        None, "--benchmark", "-b", help="A built-in set or problem file (repeat)."
+    ),
+    out: Path = typer.Option(None, help="Output: generations per (model, benchmark), tables."),
+    limit: int = typer.Option(None, help="The first N problems of each benchmark."),
+    backend: str = typer.Option(None, help="hf (default) | vllm"),
+    n_samples: int = typer.Option(None, help="Samples per problem (pass@1 is their mean)."),
+    greedy: bool = typer.Option(None, "--greedy/--sample"),
+    temperature: float = typer.Option(None),
+    top_p: float = typer.Option(None),
+    max_new_tokens: int = typer.Option(None),
+    seed: int = typer.Option(None),
+    recipe: Path = RecipeOpt,
+    sets: list[str] = SetOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Compare models the way the papers do: ACC / LEN / L-Acc, Pass@k, paired against a base."""
+    flags = _flags(locals())
+    flags["models"], flags["benchmarks"] = (
+        flags.pop("model") or None,
+        flags.pop("benchmark") or None,
+    )
+    cfg, summary = _run_stage("bench", flags, recipe, sets, verbose)
+    from stepprune.evaluation.bench_report import format_report
+
+    typer.echo(format_report(summary))
+    typer.echo(f"tables and plots: {cfg.out}")
 
 
 def main() -> None:

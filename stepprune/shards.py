@@ -1,17 +1,23 @@
-"""Parquet shard I/O: atomic zstd shards with a manifest, a streaming reader, and resume keys.
+"""Parquet shard I/O: atomic zstd shards with a manifest, a streaming reader, resume keys, and
+the lock that keeps two runs from writing the same shards.
 
 A shard becomes visible only by ``os.replace`` of a fully written, fsynced temp file, so a run
-killed at any moment leaves either a whole shard or none. Parallel writers into one directory
-(``--num-shards N --shard-index i``) use distinct tags, so their names, temp files and manifests
-never collide. Readers stream record batches and check every file's schema name and version.
+killed at any moment leaves either a whole shard or none. SIGTERM and SIGINT are held back while
+a shard and its manifest are written, so a stopped run never loses or repeats a buffered row.
+Parallel writers into one directory (``--num-shards N --shard-index i``) use distinct tags, so
+their names, temp files and manifests never collide; a second run of the same tag is refused by
+``RunLock``. Readers stream record batches and check every file's schema name and version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -49,6 +55,76 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+class RunLockedError(RuntimeError):
+    pass
+
+
+class RunLock:
+    """Exclusive right to write ``name`` in ``out_dir``, held by one process at a time.
+
+    An ``fcntl.flock`` on ``out_dir/.lock-<name>``: the kernel drops it when the holder exits,
+    however it exits (SIGKILL included), so a killed run never leaves a stuck lock. A second
+    holder is refused at once with the first one's pid, host, start time and command.
+    """
+
+    def __init__(self, out_dir: str | Path, name: str) -> None:
+        self.path = Path(out_dir) / f".lock-{name}"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+        import socket
+        import sys
+        from datetime import datetime
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(
+                f"{self.path.parent}: another run is writing here ({holder}); wait for it to "
+                "end or choose another --out"
+            ) from None
+        started = datetime.now().isoformat(timespec="seconds")
+        info = f"pid {os.getpid()} on {socket.gethostname()}, since {started}: "
+        info += " ".join(sys.argv)[:300]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGTERM and SIGINT back (main thread) until the block ends: a handler that raises
+    can then never cut a shard write from its bookkeeping."""
+    main = threading.current_thread() is threading.main_thread()
+    held = {signal.SIGTERM, signal.SIGINT}
+    if main:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def count_rows(out_dir: str | Path) -> int:
+    """Rows in the visible shards of ``out_dir`` (from Parquet footers; 0 if none)."""
+    path = Path(out_dir)
+    if not path.is_dir():
+        return 0
+    return sum(pq.read_metadata(f).num_rows for f in shard_files(path))
 
 
 def write_table_atomic(
@@ -110,18 +186,19 @@ class ShardWriter:
     def write(self, rows: Iterable[dict]) -> None:
         self._buffer.extend(rows)
         while len(self._buffer) >= self.rows_per_shard:
-            chunk = self._buffer[: self.rows_per_shard]
-            self._buffer = self._buffer[self.rows_per_shard :]
-            self._write_shard(chunk)
+            with signals_deferred():
+                self._write_shard(self._buffer[: self.rows_per_shard])
+                self._buffer = self._buffer[self.rows_per_shard :]
 
     def maybe_flush(self) -> None:
         if self._buffer and time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
-        if self._buffer:
-            chunk, self._buffer = self._buffer, []
-            self._write_shard(chunk)
+        with signals_deferred():
+            if self._buffer:
+                self._write_shard(self._buffer)
+                self._buffer = []
 
     def close(self) -> None:
         self.flush()
@@ -130,8 +207,15 @@ class ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        # On an exception keep what was buffered: those rows are complete and valid.
-        self.close()
+        if exc_type is None:
+            self.close()
+            return
+        # On an exception (SIGTERM, Ctrl-C, a failed batch) keep what was buffered: those rows
+        # are complete; a failure to write them must not hide the first error.
+        try:
+            self.close()
+        except Exception:
+            log.exception("could not write the buffered rows after %s", exc_type.__name__)
 
     def _write_shard(self, rows: list[dict]) -> None:
         path = self.dir / f"{self.prefix}-{self.tag}-{self._seq:05d}.parquet"

@@ -160,3 +160,83 @@ def test_eval_refuses_a_trajectory_twice(tmp_path, tiny_model_dir):
     )
     with pytest.raises(ValueError, match=r"a.parquet: row 1: .*\('p1', 0\) appears more than"):
         evaluate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--temperature", "-1"], r"temperature must be > 0 when sampling, got -1.0"),
+        (["--temperature", "0"], r"temperature must be > 0 when sampling"),
+        (["--set", "top_p=0"], r"top_p must be in \(0, 1\], got 0"),
+        (["--set", "top_p=1.5"], r"top_p must be in \(0, 1\], got 1.5"),
+    ],
+)
+def test_sampling_values_are_checked_before_the_model_loads(tmp_path, flags, message):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "stepprune.cli", "generate", "--problems", "mawps_singleop"]
+    cmd += ["--model", str(tmp_path / "never-loaded"), "--out", str(out), *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert __import__("re").search(message, proc.stderr), proc.stderr[-500:]
+    assert not out.exists()
+    greedy = cmd[: cmd.index("--out") + 2] + ["--greedy", "--temperature", "0", "--limit", "0"]
+    assert "temperature" not in subprocess.run(greedy, capture_output=True, text=True).stderr
+
+
+def _with_steps(table, row: int, edit):
+    """``table`` with row ``row``'s steps replaced by ``edit(steps)``."""
+    steps = table.column("steps").to_pylist()
+    steps[row] = edit([dict(s) for s in steps[row]])
+    i = table.schema.get_field_index("steps")
+    return table.set_column(
+        i, table.schema.field(i), pa.array(steps, type=table.schema.field(i).type)
+    )
+
+
+def _shift(step, **delta):
+    return {**step, **{k: step[k] + v for k, v in delta.items()}}
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (
+            lambda s: s[:-1] + [_shift(s[-1], char_end=500)],
+            "step 3: char_end lies beyond the thinking",
+        ),
+        (
+            lambda s: [s[0], _shift(s[1], char_start=-3)] + s[2:],
+            "step 1: char span overlaps the step before",
+        ),
+        (
+            lambda s: [s[0], {**s[1], "char_end": s[1]["char_start"] - 1}] + s[2:],
+            "step 1: char span is empty or runs backwards",
+        ),
+        (
+            lambda s: s[:2] + [_shift(s[2], token_start=1)] + s[3:],
+            "step 2: token span leaves a gap or overlaps",
+        ),
+        (
+            lambda s: s[:-1] + [_shift(s[-1], token_end=40, n_tokens=40)],
+            "step 3: the last step does not end at n_thinking_tokens",
+        ),
+    ],
+)
+def test_corrupted_step_spans_are_refused_with_file_row_and_step(tmp_path, edit, reason):
+    from stepprune.cot.spans import check_step_spans
+    from stepprune.synthetic import synthetic_table
+
+    table = synthetic_table(6, steps=4, tokens_per_step=3, seed=0)
+    check_step_spans(table, "clean")  # what generate writes passes
+    path = tmp_path / "gen" / "part-0.parquet"
+    path.parent.mkdir()
+    bad = _with_steps(table, 2, edit)
+    pq.write_table(bad.replace_schema_metadata(GENERATIONS.with_metadata().metadata), path)
+    out = tmp_path / "out"
+    with pytest.raises(SchemaError, match=rf"part-0.parquet: row 2: {reason}"):
+        run(PruneConfig(input=str(path.parent), out=str(out), correct_only=False))
+    assert not out.exists()

@@ -296,3 +296,26 @@ def test_builtin_without_data_or_network_says_what_to_set(monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"--data-dir or STEPPRUNE_DATA_DIR") as info:
         load_problems("math500")
     assert "HuggingFaceH4/MATH-500" in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_windows_saved_file_with_bom_and_crlf_reads_like_a_plain_one(tmp_path, suffix):
+    rows = [
+        {"problem": "Tom has 3 apples. How many?", "answer": "3"},
+        {"problem": "1+1?", "answer": "2"},
+    ]
+    plain = tmp_path / f"plain{suffix}"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    windows = tmp_path / f"windows{suffix}"
+    windows.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\r\n" for r in rows).encode())
+    got = data.load_problems(str(windows))
+    want = data.load_problems(str(plain))
+    assert [(p.problem, p.answer) for p in got] == [(p.problem, p.answer) for p in want]
+    assert len(got) == 2
+
+
+def test_another_encoding_still_gets_the_clear_error(tmp_path):
+    path = tmp_path / "utf16.jsonl"
+    path.write_bytes(json.dumps({"problem": "1+1?", "answer": "2"}).encode("utf-16"))
+    with pytest.raises(data.ProblemFileError, match=r"utf16.jsonl:1: field '<json>': malformed"):
+        data.load_problems(str(path))

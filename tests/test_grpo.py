@@ -9,62 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import TINY_ARGS, biased_copy
 
 from stepprune.stages.grpo import GRPOStageConfig, grpo_config, run
-
-# CPU-sized TRL settings: 4 completions of one prompt per step, at most 16 tokens each.
-TINY_ARGS = dict(
-    per_device_train_batch_size=4,
-    num_generations=4,
-    max_completion_length=16,
-    temperature=1.0,
-    learning_rate=1e-3,
-    logging_steps=1,
-    save_steps=1,
-    bf16=False,
-    activation_checkpointing=False,
-    use_cpu=True,
-    report_to="none",
-    disable_tqdm=True,
-)
-
-
-def biased_copy(model_dir: Path, out: Path, add_skip: bool = False) -> Path:
-    """The tiny model whose EOS (and ``[SKIP]``) output rows point along its mean hidden state.
-
-    With ``add_skip``, ``[SKIP]`` joins the tokenizer as an extra special token, as the sft
-    stage adds it. A row along the mean final hidden state gives its token a logit that wins
-    now and then: EOS ends about 40% of 16-token samples early, so completion lengths (and a
-    length reward) vary within a group; ``[SKIP]``, a little stronger, fills completions.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    rows = {tok.eos_token_id: 1.5}
-    if add_skip:
-        tok.add_special_tokens({"additional_special_tokens": ["[SKIP]"]})
-        skip = tok.convert_tokens_to_ids("[SKIP]")
-        assert skip < model.lm_head.weight.shape[0]  # the tiny vocab is padded to 64s
-        rows[skip] = 2.0
-    texts = [
-        tok.apply_chat_template(
-            [{"role": "user", "content": f"{i} apples?"}],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        for i in range(4)
-    ]
-    enc = tok(texts, return_tensors="pt", padding=True, padding_side="left")
-    with torch.no_grad():
-        hidden = model(**enc, output_hidden_states=True).hidden_states[-1]
-        mean = hidden[enc.attention_mask.bool()].mean(0)
-        for row, scale in rows.items():
-            model.lm_head.weight[row] = scale * mean / mean.norm()
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +108,8 @@ def test_tiny_grpo_run_changes_parameters_and_logs_every_part(
     assert summary["last"]["reward"] == pytest.approx(history[-1]["reward"])
     assert set(summary["rewards"]) == {"length", "skip_ratio", "correctness"}
     card = (out / "README.md").read_text()
-    assert '| length | 1.0 | {"max_tokens": 8} |' in card and "| num_generations | 4 |" in card
+    assert "| length | 1.0 | `LengthReward(penalty=-1.0, max_tokens=8)` |" in card
+    assert "| num_generations | 4 |" in card and "`--method se`" in card
     assert (out / "reward_curve.png").stat().st_size > 1000
     saved = json.loads((out / "stepprune_config.json").read_text())
     assert saved["reward_weights"] == [1.0, 0.5, 1.0]

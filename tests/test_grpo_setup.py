@@ -86,21 +86,64 @@ def test_training_problems_from_a_builtin_set(data_dir):
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
-def test_grpo_recipes_build_their_rewards_lora_and_trl_args(recipe):
+def test_grpo_recipes_build_their_rewards_extensions_lora_and_trl_args(recipe):
     from peft import LoraConfig
     from trl import GRPOConfig
 
-    from stepprune.rl.rewards import build_rewards
+    from stepprune.rl.methods import SEQUENCES, build_extensions, method_grpo_args
+    from stepprune.rl.registry import build_rewards
+    from stepprune.rl.sequence import stage_configs
+    from stepprune.stages.grpo import reward_names
     from stepprune.stages.sft import lora_config
 
     cfg = build_config(GRPOStageConfig, recipe)
-    rewards = build_rewards(cfg.reward_funcs, **cfg.reward_kwargs)
-    assert [r.__name__ for r in rewards] == cfg.reward_funcs
+    stages = stage_configs(cfg) if cfg.method in SEQUENCES else [cfg]
     trl_fields = {f.name for f in dataclasses.fields(GRPOConfig)}
-    assert set(cfg.grpo_args) <= trl_fields, set(cfg.grpo_args) - trl_fields
-    if cfg.lora is not None:
-        assert isinstance(lora_config(cfg.lora), LoraConfig)
-        assert lora_config({"task_type": "CAUSAL_LM", **cfg.lora}).task_type == "CAUSAL_LM"
+    for stage in stages:
+        rewards = build_rewards(reward_names(stage), **stage.reward_kwargs)
+        assert [r.__name__ for r in rewards] == reward_names(stage)
+        build_extensions(stage.method, stage.method_kwargs, rewards)
+        args = method_grpo_args(stage.method, stage.grpo_args)
+        assert set(args) <= trl_fields, set(args) - trl_fields
+        if stage.lora is not None:
+            assert isinstance(lora_config(stage.lora), LoraConfig)
+            assert lora_config({"task_type": "CAUSAL_LM", **stage.lora}).task_type == "CAUSAL_LM"
+
+
+def test_eg_paper_recipes_clip_at_4096_and_explore_hotter():
+    from stepprune.rl.sequence import stage_configs
+
+    for size in ("1p5b", "7b"):
+        cfg = build_config(
+            GRPOStageConfig, REPO / "pipelines" / f"grpo_eg_r1_distill_{size}_paper.yaml"
+        )
+        compress, explore = stage_configs(cfg)
+        assert (compress.method, explore.method) == ("eg-compress", "eg-explore")
+        assert cfg.reward_kwargs["eg_compress"]["max_tokens"] == 4096
+        assert compress.grpo_args["max_completion_length"] == 4096
+        assert explore.grpo_args["max_completion_length"] == 8192
+        assert explore.out.endswith("eg-explore") and compress.merge is False  # full weights
+
+
+def test_ceeh_paper_recipes_hold_the_authors_settings():
+    from stepprune.rl.methods import method_grpo_args
+
+    for size, mode in (("1p5b", "ea"), ("7b", "me")):
+        cfg = build_config(
+            GRPOStageConfig, REPO / "pipelines" / f"grpo_ceeh_r1_distill_{size}_paper.yaml"
+        )
+        g = method_grpo_args(cfg.method, cfg.grpo_args)
+        assert (g["num_generations"], g["temperature"], g["learning_rate"]) == (12, 0.6, 3e-5)
+        assert (g["beta"], g["epsilon_high"], g["delta"], g["scale_rewards"]) == (
+            0.001,
+            0.28,
+            3.0,
+            "none",
+        )
+        assert cfg.method_kwargs["ceeh"]["mode"] == mode and (
+            cfg.lora["r"],
+            cfg.lora["lora_alpha"],
+        ) == (32, 32)
 
 
 def test_paper_recipe_holds_the_papers_settings():

@@ -112,8 +112,10 @@ def test_token_strategy_drops_lowest_tokens(tmp_path, tiny_model_dir):
         n_tokens=len(ids),
         n_thinking_tokens=len(ids),
     )
-    # Give the steps real token spans: 10 step tokens total was the step view; rescale so
-    # that low at kappa=0.4 removes B and D -> the token budget is their tokens.
+    # The steps keep their 2-token spans (so low at kappa=0.4 removes B and D: a budget of 4
+    # tokens); the last one runs to the end of the real ids, so the spans still partition them.
+    last = row["steps"][-1]
+    last.update(token_end=len(ids), n_tokens=len(ids) - last["token_start"])
     (out,) = prune_rows(tmp_path, [row], kappa=0.4, strategy="token", tokenizer=str(tiny_model_dir))
     budget = 4  # B (2 tokens) + D (2 tokens)
     keep = np.sort(np.lexsort((np.arange(len(ents)), ents))[budget:])

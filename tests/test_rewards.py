@@ -9,14 +9,12 @@ from types import MappingProxyType
 
 import pytest
 
+from stepprune.rl.registry import PAPER_REWARDS, REWARDS, build_rewards
 from stepprune.rl.rewards import (
-    PAPER_REWARDS,
-    REWARDS,
     CorrectnessReward,
     LengthReward,
     SkipCountReward,
     SkipRatioReward,
-    build_rewards,
     completion_text,
     skip_stats,
 )
@@ -182,20 +180,18 @@ def test_length_from_tokenizer_or_error():
 
 
 def test_registry_names_and_build():
-    assert (
-        list(REWARDS)
-        == list(PAPER_REWARDS)
-        == [
-            "correctness",
-            "skip_ratio",
-            "skip_count",
-            "length",
-        ]
-    )
+    assert list(PAPER_REWARDS) == ["correctness", "skip_ratio", "skip_count", "length"]
+    assert list(REWARDS) == [
+        *PAPER_REWARDS,
+        *("eg_compress", "eg_format", "eg_answer", "eg_length"),
+        *("ceeh_correctness", "ceeh_length"),
+    ]
     built = build_rewards(PAPER_REWARDS, length={"max_tokens": 10})
     assert [r.__name__ for r in built] == list(PAPER_REWARDS)
     assert built[3].max_tokens == 10 and built[3].penalty == -1.0
-    with pytest.raises(ValueError, match=r"unknown rewards \['brevity'\]; known: \['correctness'"):
+    with pytest.raises(
+        ValueError, match=r"unknown rewards \['brevity'\]; known: \['ceeh_correctness'"
+    ):
         build_rewards(["correctness", "brevity"])
     with pytest.raises(ValueError, match="not in"):
         build_rewards(["correctness"], length={"max_tokens": 1})

@@ -131,12 +131,18 @@ def test_generate_cli_with_vllm_and_rescore(vllm_python, tiny_model_dir, tmp_pat
         proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
         outs[rescore] = read_table(out, GENERATIONS).to_pylist()
+        # the top-k rows wait in a staging directory until they are exact, then it goes
+        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+        assert ("exact rescoring" in proc.stdout) == rescore
+        assert "Processed prompts: 100%" in proc.stderr  # vLLM's per-request progress
+        assert ("rescore: " in proc.stderr) == rescore  # the rescoring pass has its own bar
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     for topk_row, exact_row in zip(outs[False], outs[True], strict=True):
         assert topk_row["entropy_source"] == "topk" and topk_row["entropy_topk"] == 20
         assert exact_row["entropy_source"] == "rescored"
+        assert json.loads(exact_row["sampling"])["rescore_dtype"] == "float32"  # the engine's
         assert topk_row["token_ids"] == exact_row["token_ids"]  # greedy: same tokens
         _, exact = _hf_logp(model, exact_row["prompt_token_ids"], exact_row["token_ids"])
         assert np.abs(np.array(exact_row["token_entropies"]) - exact).max() < 1e-4

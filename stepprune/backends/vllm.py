@@ -3,7 +3,8 @@
 vLLM returns at most ``max_logprobs`` (default 20) log-probs per token. We ask for them in
 ``raw_logprobs`` mode (the model's log-softmax before penalties, temperature and top-p, the same
 distribution the hf backend measures) and turn them into an estimate with lower/upper bounds
-(see ``stepprune.cot.entropy``). ``rescore`` replaces the estimate by exact teacher-forced entropy.
+(see ``stepprune.cot.entropy``). The generate stage's ``rescore`` closes the engine and replaces
+the estimate by exact teacher-forced entropy (``stepprune.backends.rescore``).
 
 Engine options (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...) pass
 through ``engine_kwargs`` untouched; sampling extras pass through to ``SamplingParams``.
@@ -37,7 +38,6 @@ class VLLMBackend:
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
         self.stop_ids = _stop_ids(self.llm, self.tokenizer)
         self._engine_kwargs = {k: v for k, v in engine_kwargs.items() if _jsonable(v)}
-        self._rescorer = None
 
     def provenance(self) -> dict:
         return {"engine_kwargs": self._engine_kwargs, "topk": self.topk}
@@ -64,8 +64,10 @@ class VLLMBackend:
 
         # One seed per request: requests sharing a seed would draw identical samples.
         params = [self.sampling_params(spec, spec.seed + i) for i in range(len(prompts))]
+        # vLLM's own bar advances per finished request, with tokens/s: one call can hold a
+        # whole problem set and run for many minutes.
         outs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
+            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=True
         )
         return [self._completion(o.outputs[0]) for o in outs]
 
@@ -86,12 +88,24 @@ class VLLMBackend:
             topk_logprobs=top,
         )
 
-    def rescore(self, prompts: list[list[int]], comps: list[Completion]) -> list[Completion]:
-        from stepprune.backends.rescore import Rescorer
+    @property
+    def dtype(self) -> str:
+        """The engine's dtype ("bfloat16", ...), resolved from ``auto`` by vLLM."""
+        return str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
 
-        if self._rescorer is None:
-            self._rescorer = Rescorer(self.model_path)
-        return self._rescorer.rescore(prompts, comps)
+    def close(self) -> None:
+        """Shut the engine down and free its memory and threads (before an exact rescoring
+        pass, whose torch threads would otherwise compete with vLLM's on a CPU)."""
+        import gc
+
+        engine = getattr(self, "llm", None)
+        if engine is None:
+            return
+        core = getattr(engine.llm_engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del self.llm
+        gc.collect()
 
 
 def topk_matrix(logprobs: list[dict], ids: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -80,5 +80,18 @@ def format_summary(summary: dict) -> str:
             f"token entropy   mean {te['mean']:.3f}  p10 {te['p10']:.3f}  "
             f"p50 {te['p50']:.3f}  p90 {te['p90']:.3f} nats",
             f"entropy source  {', '.join(summary['entropy_sources'])}",
+            *_timing_lines(summary),
         ]
     )
+
+
+def _timing_lines(summary: dict) -> list[str]:
+    """This run's generation and rescoring seconds (a resumed run: only what it did itself)."""
+    gen, res = summary.get("generation_seconds"), summary.get("rescoring_seconds")
+    if gen is None and res is None:
+        return []
+    parts = [f"generation {gen:.1f} s"] if gen is not None else []
+    parts += [f"exact rescoring {res:.1f} s"] if res is not None else []
+    if gen and res is not None:
+        parts.append(f"rescoring/generation {res / gen:.2f}x")
+    return [f"time            {', '.join(parts)}"]

@@ -77,7 +77,8 @@ def _jsonl_entries(path: Path) -> Iterator[Entry]:
             if not line.strip():
                 continue  # blank lines (e.g. a trailing newline) are not rows
             try:
-                row = json.loads(line.decode("utf-8"))
+                # utf-8-sig on the first line: a BOM (Windows editors write one) is not data
+                row = json.loads(line.decode("utf-8-sig" if line_no == 1 else "utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 reason = getattr(exc, "msg", None) or "not UTF-8"
                 yield line_no, ProblemFileError(path, line_no, "<json>", f"malformed: {reason}")
@@ -89,7 +90,7 @@ def _jsonl_entries(path: Path) -> Iterator[Entry]:
 
 def _json_entries(path: Path) -> Iterator[Entry]:
     """A ``.json`` file holding one array of objects, or JSON lines."""
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     if not text.lstrip().startswith("["):
         yield from _jsonl_entries(path)
         return

@@ -44,6 +44,7 @@ def build_variants(files, cfg, specs, tokenizer, done: set, label: str):
     import polars as pl
     import pyarrow.parquet as pq
 
+    from stepprune.cot.spans import check_step_spans
     from stepprune.pruning.select import check_unique, prune_frame
 
     columns = EVAL_COLUMNS + (TOKEN_COLUMNS if "token" in cfg.strategies else [])
@@ -53,6 +54,7 @@ def build_variants(files, cfg, specs, tokenizer, done: set, label: str):
             break
         table = pq.read_table(path, columns=columns)
         check_nulls(table, GENERATIONS, str(path))
+        check_step_spans(table, str(path))
         df = pl.from_arrow(table).with_row_index("_row")
         seen = check_unique(df, seen, path)
         df = df.filter(pl.col("n_steps") >= cfg.min_steps)

@@ -67,3 +67,67 @@ def plot_tokens(curve, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _figure(n_panels: int, width: float = 4.2, sharey: bool = False):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, n_panels, figsize=(width * n_panels, 3.6), squeeze=False, sharey=sharey
+    )
+    return plt, fig, list(axes[0])
+
+
+def plot_bench_lengths(rows, path: Path) -> None:
+    """bench: completion-length histograms of correct and wrong rows, one panel per model."""
+    import numpy as np
+    import polars as pl
+
+    models = rows["model"].unique(maintain_order=True).to_list()
+    plt, fig, axes = _figure(len(models), sharey=True)
+    bins = np.linspace(0, max(1, int(rows["n_tokens"].max())), 31)
+    for model, ax in zip(models, axes, strict=True):
+        part = rows.filter(pl.col("model") == model)
+        for correct, color in ((True, "C2"), (False, "C3")):
+            lengths = part.filter(pl.col("correct") == correct)["n_tokens"].to_numpy()
+            label = f"{'correct' if correct else 'wrong'} (n={lengths.size})"
+            ax.hist(lengths, bins=bins, alpha=0.55, color=color, label=label)
+        ax.set_title(model)
+        ax.set_xlabel("completion tokens")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("rows (all benchmarks)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_bench_frontier(table, path: Path) -> None:
+    """bench: accuracy (with CI bars) against mean completion tokens, one point per model, one
+    panel per benchmark: up and to the left is better."""
+    import polars as pl
+
+    benches = [
+        b for b in table["benchmark"].unique(maintain_order=True).to_list() if b != "average"
+    ]
+    plt, fig, axes = _figure(len(benches))
+    for bench, ax in zip(benches, axes, strict=True):
+        for i, r in enumerate(table.filter(pl.col("benchmark") == bench).iter_rows(named=True)):
+            err = [[r["acc"] - r["acc_low"]], [r["acc_high"] - r["acc"]]]
+            ax.errorbar(r["len"], r["acc"], yerr=err, fmt="o", color=f"C{i}", capsize=3)
+            ax.annotate(
+                r["model"],
+                (r["len"], r["acc"]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        ax.set_title(bench)
+        ax.set_xlabel("mean completion tokens")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (pass@1, 95% CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

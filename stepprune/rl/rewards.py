@@ -1,9 +1,10 @@
-"""GRPO rewards: the paper's four-part skip/length reward as TRL reward functions; their registry.
+"""GRPO rewards: the base class every reward shares, and SE's four-part skip/length reward.
 
 Each reward is a picklable callable class with TRL's signature ``(prompts, completions,
 completion_ids, **dataset_columns) -> list[float | None]`` and a ``__name__`` (TRL logs
 ``rewards/<name>/mean``). Defaults are the authors' values; every threshold and weight is an
-option. ``REWARDS`` maps recipe names to classes; ``build_rewards`` instantiates a list of them.
+option. EG's and CEEH's rewards live in ``rl.eg`` and ``rl.ceeh``; ``rl.registry`` maps recipe
+names to classes.
 
 Shared reading of a completion (plain text, or TRL's conversational ``[{"role": "assistant",
 "content": ...}]``):
@@ -23,9 +24,7 @@ Shared reading of a completion (plain text, or TRL's conversational ``[{"role": 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from stepprune.cot.steps import (
     DEFAULT_STEP_PATTERN,
@@ -104,9 +103,15 @@ def skip_stats(
 
 
 class Reward:
-    """Base of the rewards: TRL's calling convention, a ``__name__``, an optional tokenizer."""
+    """Base of the rewards: TRL's calling convention, a ``__name__``, an optional tokenizer.
+
+    ``stop_ids`` (set by ``build_rewards`` from the model's generation config) tells which token
+    ends a completion, so a reward can tell a finished rollout from one cut off at the length
+    limit; without it, every rollout counts as finished.
+    """
 
     name = "reward"
+    stop_ids: frozenset[int] | None = None
 
     def __init__(self, tokenizer=None) -> None:
         self.tokenizer = tokenizer
@@ -121,8 +126,36 @@ class Reward:
     def score(self, texts: list[str], completion_ids, columns: dict) -> list[float | None]:
         raise NotImplementedError
 
+    def finished(self, completion_ids, n: int) -> list[bool]:
+        """Whether each of the ``n`` rollouts ended with a stop token (True if unknown)."""
+        if completion_ids is None or not self.stop_ids:
+            return [True] * n
+        return [len(ids) > 0 and ids[-1] in self.stop_ids for ids in completion_ids]
+
+    def lengths(self, texts: list[str], completion_ids) -> list[int]:
+        """Completion tokens: ``len(completion_ids[i])`` (what TRL generated, EOS included), else
+        the tokenizer's count of the text (no special tokens added)."""
+        if completion_ids is not None:
+            return [len(ids) for ids in completion_ids]
+        if self.tokenizer is not None:
+            return [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        raise ValueError(f"{self.name}: needs completion_ids (TRL passes them) or a tokenizer")
+
+    def golds(self, columns: dict, answer_column: str) -> list:
+        """The gold answers, the dataset column ``answer_column``; a clear error without it."""
+        if answer_column not in columns:
+            known = sorted(
+                k for k in columns if k not in ("trainer_state", "log_extra", "log_metric")
+            )
+            raise ValueError(
+                f"{self.name}: no dataset column {answer_column!r} with the gold answers; "
+                f"columns: {known}. Set reward_kwargs.{self.name}.answer_column."
+            )
+        return columns[answer_column]
+
     def __repr__(self) -> str:
-        options = {k: v for k, v in vars(self).items() if k not in ("tokenizer", "__name__")}
+        hidden = ("tokenizer", "__name__", "stop_ids")
+        options = {k: v for k, v in vars(self).items() if k not in hidden}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
 
 
@@ -152,16 +185,8 @@ class CorrectnessReward(Reward):
     def score(self, texts, completion_ids, columns):
         from stepprune.data.grading import grade
 
-        if self.answer_column not in columns:
-            known = sorted(
-                k for k in columns if k not in ("trainer_state", "log_extra", "log_metric")
-            )
-            raise ValueError(
-                f"{self.name}: no dataset column {self.answer_column!r} with the gold answers; "
-                f"columns: {known}. Set reward_kwargs.correctness.answer_column."
-            )
         out: list[float | None] = []
-        for text, gold in zip(texts, columns[self.answer_column], strict=True):
+        for text, gold in zip(texts, self.golds(columns, self.answer_column), strict=True):
             if gold is None or not str(gold).strip():
                 out.append(None)
                 continue
@@ -256,37 +281,5 @@ class LengthReward(Reward):
         self.penalty, self.max_tokens = penalty, max_tokens
 
     def score(self, texts, completion_ids, columns):
-        if completion_ids is not None:
-            lengths = [len(ids) for ids in completion_ids]
-        elif self.tokenizer is not None:
-            lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        else:
-            raise ValueError(
-                f"{self.name}: needs completion_ids (TRL passes them) or a tokenizer to count"
-            )
+        lengths = self.lengths(texts, completion_ids)
         return [self.penalty if n > self.max_tokens else 0.0 for n in lengths]
-
-
-# Read-only: a caller adding or replacing an entry would change every later build_rewards.
-REWARDS: Mapping[str, type[Reward]] = MappingProxyType(
-    {cls.name: cls for cls in (CorrectnessReward, SkipRatioReward, SkipCountReward, LengthReward)}
-)
-PAPER_REWARDS = ("correctness", "skip_ratio", "skip_count", "length")
-
-
-def build_rewards(names: Sequence[str], tokenizer=None, **options: dict) -> list[Reward]:
-    """Instances of the named rewards; ``options[name]`` holds that reward's keyword arguments."""
-    unknown = [n for n in [*names, *options] if n not in REWARDS]
-    if unknown:
-        raise ValueError(f"unknown rewards {unknown}; known: {sorted(REWARDS)}")
-    stray = sorted(set(options) - set(names))
-    if stray:
-        raise ValueError(f"reward options given for {stray}, which are not in {list(names)}")
-    rewards = []
-    for name in names:
-        kwargs = dict(options.get(name) or {})
-        try:
-            rewards.append(REWARDS[name](tokenizer=tokenizer, **kwargs))
-        except TypeError as e:
-            raise ValueError(f"reward {name!r}: bad options {sorted(kwargs)} ({e})") from e
-    return rewards

@@ -14,6 +14,7 @@ CONFIGS = {
     "eval": "stepprune.stages.eval:EvalConfig",
     "sft": "stepprune.stages.sft:SFTStageConfig",
     "grpo": "stepprune.stages.grpo:GRPOStageConfig",
+    "bench": "stepprune.stages.bench:BenchConfig",
 }
 
 

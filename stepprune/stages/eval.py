@@ -91,12 +91,11 @@ class EvalConfig:
 
 
 def run(cfg: EvalConfig) -> dict:
-
     from stepprune.evaluation.answer_prompts import build_variants
     from stepprune.evaluation.report import write_report
     from stepprune.models import model_label
     from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_file
-    from stepprune.shards import existing_keys, shard_files
+    from stepprune.shards import RunLock, existing_keys, shard_files
 
     specs = cfg.specs()  # validates kappas and strategies before any work
     files = shard_files(cfg.input) if cfg.input else []
@@ -105,14 +104,16 @@ def run(cfg: EvalConfig) -> dict:
     for f in files:
         check_file(f, GENERATIONS)
     results_dir = Path(cfg.out) / "results"
-    if specs:
-        tokenizer = _tokenizer(cfg)  # a bad --model fails before anything is written
+    if not specs:
+        return write_report(cfg, files)
+    tokenizer = _tokenizer(cfg)  # a bad --model fails before anything is written
+    with RunLock(cfg.out, "eval"):  # a second eval into out would answer the same keys again
         _check_settings(cfg, results_dir)
         done = existing_keys(results_dir, EVAL_RESULTS)
         variants = build_variants(files, cfg, specs, tokenizer, done, model_label(cfg.model))
         if variants.height:
             answer_variants(variants, cfg, tokenizer, results_dir)
-    return write_report(cfg, files)
+        return write_report(cfg, files)
 
 
 def _settings(cfg: EvalConfig) -> dict:

@@ -24,17 +24,10 @@ DEFAULT_PROMPT = (
 
 
 @dataclass
-class GenerateConfig:
-    problems: str = "mawps_singleop"
-    out: str = "runs/generate"
-    model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
+class SamplingOptions:
+    """How completions are sampled: shared by generate and bench (which runs generate)."""
+
     backend: str = "hf"  # hf | vllm
-    data_dir: str | None = None
-    problem_field: str | None = None
-    answer_field: str | None = None
-    id_field: str | None = None
-    limit: int | None = None
-    skip_bad: bool = False
     n_samples: int = 1
     greedy: bool = False
     temperature: float = 0.6
@@ -45,29 +38,56 @@ class GenerateConfig:
     dtype: str = "auto"
     prompt_template: str = DEFAULT_PROMPT
     system_prompt: str | None = None
+    sampling_kwargs: dict = field(default_factory=dict)  # passed to GenerationConfig/SamplingParams
+    engine_kwargs: dict = field(default_factory=dict)  # passed to from_pretrained / vllm.LLM
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("n_samples, batch_size and max_new_tokens must be >= 1")
+        check_sampling(self.greedy, self.temperature, self.top_p)
+        from stepprune.data.prompts import check_template
+
+        check_template(self.prompt_template)
+
+
+@dataclass
+class GenerateConfig(SamplingOptions):
+    problems: str = "mawps_singleop"
+    out: str = "runs/generate"
+    model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
+    data_dir: str | None = None
+    problem_field: str | None = None
+    answer_field: str | None = None
+    id_field: str | None = None
+    limit: int | None = None
+    skip_bad: bool = False
     step_pattern: str = DEFAULT_STEP_PATTERN
     rows_per_shard: int = 1000
     flush_seconds: float = 60.0
     num_shards: int = 1
     shard_index: int = 0
     rescore: bool = False  # after a top-k backend, replace entropies by exact teacher-forced ones
+    rescore_dtype: str = "auto"  # auto: the generating engine's dtype; float32: as before
+    rescore_token_budget: int = 16384  # padded tokens per rescoring forward pass
     grade_timeout: float = 5.0
-    sampling_kwargs: dict = field(default_factory=dict)  # passed to GenerationConfig/SamplingParams
-    engine_kwargs: dict = field(default_factory=dict)  # passed to from_pretrained / vllm.LLM
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"--shard-index {self.shard_index} not in [0, {self.num_shards})")
-        if self.n_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("n_samples, batch_size and max_new_tokens must be >= 1")
-        from stepprune.data.prompts import check_template
-
-        check_template(self.prompt_template)
         try:
             re.compile(self.step_pattern)
         except re.error as e:
             msg = f"step_pattern {self.step_pattern!r}: not a regular expression ({e})"
             raise ValueError(msg) from e
+
+
+def check_sampling(greedy: bool, temperature: float, top_p: float) -> None:
+    """Sampling values an engine would refuse only after loading the model."""
+    if not greedy and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature} (or --greedy)")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def render_prompt(tokenizer, cfg: GenerateConfig, problem_text: str) -> tuple[str, list[int]]:
@@ -100,8 +120,7 @@ def sampling_spec(cfg: GenerateConfig, batch_seed: int):
 def run(cfg: GenerateConfig) -> dict:
     from stepprune.cot.summary import summarize_generations
     from stepprune.data.load import load_problems
-    from stepprune.schema import GENERATIONS
-    from stepprune.shards import existing_keys
+    from stepprune.shards import RunLock
 
     problems = load_problems(
         cfg.problems,
@@ -115,15 +134,67 @@ def run(cfg: GenerateConfig) -> dict:
     if not problems:
         raise ValueError(f"{cfg.problems}: no problems to generate for (limit {cfg.limit})")
     _check_resume(cfg)
-    items = pending_items(cfg, problems, existing_keys(cfg.out, GENERATIONS))
+    tag = f"{cfg.shard_index:03d}of{cfg.num_shards:03d}"
+    with RunLock(cfg.out, f"generate-{tag}"):
+        return {**_run_locked(cfg, problems), **summarize_generations(cfg.out)}
+
+
+def _run_locked(cfg: GenerateConfig, problems) -> dict:
+    """Generate what ``out`` lacks (and rescore staged rows); this run's timing."""
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import existing_keys, shard_files
+
+    staging = staging_dir(cfg)
+    done = existing_keys(cfg.out, GENERATIONS)
+    if staging is not None:
+        done |= existing_keys(staging, GENERATIONS)
+    items = pending_items(cfg, problems, done)
     log.info("%d problems, %d (problem, sample) items to generate", len(problems), len(items))
+    timing, backend = {}, None
     if items:
-        _generate_items(cfg, items)
-    return summarize_generations(cfg.out)
+        backend, timing["generation_seconds"] = _generate_items(cfg, items, staging or cfg.out)
+    if staging is not None and staging.is_dir() and shard_files(staging):
+        timing["rescoring_seconds"] = _rescore_staged(cfg, staging, backend)
+    if "generation_seconds" in timing and "rescoring_seconds" in timing:
+        timing["rescoring_ratio"] = timing["rescoring_seconds"] / timing["generation_seconds"]
+    return timing
 
 
-def _generate_items(cfg: GenerateConfig, items: list) -> None:
-    """Generate ``items`` batch by batch into this shard tag's writer, flushing as it goes."""
+def staging_dir(cfg: GenerateConfig) -> Path | None:
+    """Where a top-k run that will be rescored keeps its rows until they are exact."""
+    if not cfg.rescore or cfg.backend == "hf":  # hf entropies are exact already
+        return None
+    return Path(cfg.out) / f".rescore-pending-{cfg.shard_index:03d}of{cfg.num_shards:03d}"
+
+
+def _rescore_staged(cfg: GenerateConfig, staging: Path, backend) -> float:
+    """Close the engine, rescore the staged rows into ``out`` exactly, then drop the staging."""
+    import shutil
+
+    from stepprune.backends.rescore import Rescorer
+    from stepprune.models import model_label, resolve_model
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import iter_batches
+    from stepprune.stages.score import rescore_rows
+
+    dtype = cfg.rescore_dtype
+    if dtype == "auto":
+        dtype = cfg.dtype if cfg.dtype != "auto" else getattr(backend, "dtype", "auto")
+    if backend is not None:
+        backend.close()
+    log.info("rescoring in %s with the engine closed", dtype)
+    rescorer = Rescorer(
+        resolve_model(cfg.model), dtype=dtype, token_budget=cfg.rescore_token_budget
+    )
+    rows = (r for _, b in iter_batches(staging, GENERATIONS, batch_size=256) for r in b.to_pylist())
+    seconds = rescore_rows(rows, rescorer, model_label(cfg.model), cfg)
+    shutil.rmtree(staging)
+    return seconds
+
+
+def _generate_items(cfg: GenerateConfig, items: list, out) -> tuple:
+    """Generate ``items`` batch by batch into ``out``, flushing as it goes; returns the backend
+    and the seconds spent generating."""
     from tqdm.auto import tqdm
 
     from stepprune.backends import load_backend
@@ -145,7 +216,7 @@ def _generate_items(cfg: GenerateConfig, items: list) -> None:
     )
     tag = f"{cfg.shard_index:03d}of{cfg.num_shards:03d}"
     writer = ShardWriter(
-        cfg.out,
+        out,
         GENERATIONS,
         rows_per_shard=cfg.rows_per_shard,
         tag=tag,
@@ -163,6 +234,7 @@ def _generate_items(cfg: GenerateConfig, items: list) -> None:
             bar.update(len(batch))
             bar.set_postfix(tok_s=f"{n_tok / (time.monotonic() - started):.1f}")
     bar.close()
+    return backend, time.monotonic() - started
 
 
 # Settings that change what a row holds: a resumed run must match the rows already written.
@@ -211,8 +283,6 @@ def _generate_batch(cfg, backend, batch, info) -> list[dict]:
     first_problem, first_sample = batch[0]
     seed = cfg.seed * 1_000_003 + abs(hash_id(first_problem.id)) % 1_000_003 + first_sample
     comps = backend.generate([ids for _, ids in prompts], sampling_spec(cfg, seed))
-    if cfg.rescore and comps and comps[0].entropy_source != "exact":
-        comps = backend.rescore([ids for _, ids in prompts], comps)
     return [
         build_row(p, s, text, ids, c, backend.tokenizer, backend.stop_ids, info, seed)
         for (p, s), (text, ids), c in zip(batch, prompts, comps, strict=True)

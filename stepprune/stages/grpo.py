@@ -1,40 +1,32 @@
-"""The grpo stage: TRL's GRPOTrainer with the paper's four-part skip/length reward.
+"""The grpo stage: GRPO on TRL with a method preset (``--method se | eg | eg-compress |
+eg-explore | ceeh | ceeh-ea``; ``stepprune.rl.methods``).
 
 Owns the stage config, the output directory (checkpoints, final model, ``log_history.jsonl``
-rewritten at every log so a killed run keeps its curve, ``reward_curve.png``, ``summary.json``
-and the model card ``README.md``) and resuming. Everything TRL owns stays in ``grpo_args``,
-passed to ``trl.GRPOConfig`` untouched; ``lora`` is passed to ``peft.LoraConfig`` (an unknown
-key in either is a ``ValueError`` naming it). Rollouts use vLLM when ``grpo_args`` says
-``use_vllm`` (colocate or server mode), else transformers.
+rewritten at every log so a killed run keeps its curve, plots, ``summary.json``,
+``rl_state.json`` and the model card ``README.md``) and resuming. Everything TRL owns stays in
+``grpo_args``, passed to ``trl.GRPOConfig`` over the method's defaults; ``lora`` goes to
+``peft.LoraConfig`` (an unknown key in either is a ``ValueError`` naming it). Rollouts use vLLM
+when ``grpo_args`` says ``use_vllm`` (colocate or server mode), else transformers.
 
 ``out`` is never cleared without ``overwrite``. ``resume`` continues from the newest checkpoint
 in ``out``, starts from the model when ``out`` is empty or missing, and refuses an ``out`` that
 holds files but no checkpoint (an old run's logs and card would be mixed with the new run's).
-
-Logged per step (``log_history.jsonl``): ``reward``, ``rewards/<name>/mean`` for each reward,
-``skip/ratio``, ``skip/count``, ``skip/kept_steps`` (from the skip_ratio reward),
-``completions/mean_length`` and the policy ``entropy`` (from TRL).
+A sequence (``--method eg``) runs its stages into ``out/<stage>`` (``rl.sequence``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepprune.stages.generate import DEFAULT_PROMPT
 
 log = logging.getLogger(__name__)
-
-CURVE_KEYS = ("reward", "skip/ratio", "completions/mean_length", "entropy")
-HYPERPARAMETERS = (
-    *("num_generations", "temperature", "top_p", "max_completion_length", "learning_rate"),
-    *("beta", "loss_type", "per_device_train_batch_size", "gradient_accumulation_steps"),
-    *("max_steps", "num_train_epochs", "use_vllm", "vllm_mode", "bf16"),
-)
 
 
 @dataclass
@@ -42,28 +34,54 @@ class GRPOStageConfig:
     problems: str = "gsm8k_train"  # built-in set, problem file, hub:id, or pruned shards
     out: str = "runs/grpo"
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct; else an SFT checkpoint
+    method: str = "se"  # se | eg | eg-compress | eg-explore | ceeh | ceeh-ea
     data_dir: str | None = None
     limit: int | None = None  # the first N problems
     sample: int | None = None  # then N drawn at random with seed (the authors: 10000)
     prompt_template: str = DEFAULT_PROMPT
     system_prompt: str | None = None
-    reward_funcs: list = field(
-        default_factory=lambda: ["correctness", "skip_ratio", "skip_count", "length"]
-    )
+    reward_funcs: list | None = None  # None: the method's rewards
     reward_weights: list | None = None  # None: all 1.0
     reward_kwargs: dict = field(default_factory=dict)  # reward name -> its options
+    method_kwargs: dict = field(default_factory=dict)  # extension name -> its options
+    id_field: str | None = None  # a problem file's id column (None: <file stem>-<row>)
+    question_id_column: str = "problem_id"  # per-question state is keyed by it
+    order: list | None = None  # a sequence's stage order (None: the method's; reversed: ablation)
+    stages: dict = field(default_factory=dict)  # a sequence's stage -> overrides of these fields
     lora: dict | None = None  # peft.LoraConfig kwargs; None: full fine-tuning
     grpo_args: dict = field(default_factory=dict)  # trl.GRPOConfig kwargs
+    merge: bool = False  # with LoRA: also write merged full weights to out/merged
     resume: bool | str = False  # True: the last checkpoint in out; a path: that checkpoint
     overwrite: bool = False
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from stepprune.rl.methods import SEQUENCES, check_method
+
+        check_method(self.method)
+        if self.method in SEQUENCES:
+            order = self.order or list(SEQUENCES[self.method])
+            if sorted(order) != sorted(SEQUENCES[self.method]):
+                raise ValueError(f"order {order}: a permutation of {list(SEQUENCES[self.method])}")
+            stray = sorted(set(self.stages) - set(order))
+            if stray:
+                raise ValueError(f"stages: {stray} are not stages of {self.method} ({order})")
+            if self.reward_funcs is not None or self.reward_weights is not None:
+                raise ValueError(
+                    f"{self.method} runs stages with different rewards: set reward_funcs and "
+                    "reward_weights per stage, under stages.<stage>"
+                )
+        elif self.order is not None or self.stages:
+            raise ValueError(f"order and stages apply to sequences ({', '.join(SEQUENCES)})")
+
 
 def grpo_config(cfg: GRPOStageConfig):
-    """``trl.GRPOConfig`` from ``grpo_args`` plus the fields this stage owns."""
+    """``trl.GRPOConfig`` from the method's defaults, ``grpo_args`` and the stage's fields."""
     from trl import GRPOConfig
 
-    args = dict(cfg.grpo_args)
+    from stepprune.rl.methods import method_grpo_args
+
+    args = method_grpo_args(cfg.method, cfg.grpo_args)
     for key, owner in (("output_dir", "out"), ("seed", "seed")):
         if key in args:
             raise ValueError(f"grpo_args.{key}: set the stage's `{owner}` instead")
@@ -75,12 +93,19 @@ def grpo_config(cfg: GRPOStageConfig):
     if weights is not None and args.get("reward_weights") is not None:
         raise ValueError("reward weights given twice: reward_weights and grpo_args.reward_weights")
     weights = args.pop("reward_weights", None) if weights is None else list(weights)
-    if weights is not None and len(weights) != len(cfg.reward_funcs):
-        raise ValueError(f"{len(weights)} reward_weights for reward_funcs {cfg.reward_funcs}")
+    names = reward_names(cfg)
+    if weights is not None and len(weights) != len(names):
+        raise ValueError(f"{len(weights)} reward_weights for reward_funcs {names}")
     try:
         return GRPOConfig(output_dir=cfg.out, seed=cfg.seed, reward_weights=weights, **args)
     except TypeError as e:
         raise ValueError(f"grpo_args: {e}") from e
+
+
+def reward_names(cfg: GRPOStageConfig) -> list[str]:
+    from stepprune.rl.methods import METHODS
+
+    return list(cfg.reward_funcs or METHODS[cfg.method].rewards)
 
 
 def _has_gpu() -> bool:
@@ -137,32 +162,46 @@ def write_log_history(out: Path, history: list[dict]) -> None:
 
 
 def run(cfg: GRPOStageConfig) -> dict:
-    from transformers import AutoTokenizer
-    from trl import GRPOTrainer
+    from stepprune.rl.methods import SEQUENCES
 
-    from stepprune.models import resolve_model
-    from stepprune.rl.rewards import build_rewards
+    if cfg.method in SEQUENCES:
+        from stepprune.rl.sequence import run_sequence
+
+        return run_sequence(cfg, run_single)
+    return run_single(cfg)
+
+
+def run_single(cfg: GRPOStageConfig) -> dict:
+    """One method's GRPO run into ``cfg.out``; every input is checked before ``out`` changes."""
+    from stepprune.rl.trainer import RLTrainer
     from stepprune.shards import check_apart
     from stepprune.stages.sft import lora_config
     from stepprune.train.grpo_data import build_dataset, training_problems
 
+    if cfg.method == "eg-explore" and cfg.model is None:
+        raise ValueError(
+            "eg-explore starts from the compress stage's model: pass --model OUT/eg-compress "
+            "(or run both stages with --method eg)"
+        )
     args = grpo_config(cfg)  # first: it sets up the distributed state the rest relies on
     problems = training_problems(
-        cfg.problems, data_dir=cfg.data_dir, limit=cfg.limit, sample=cfg.sample, seed=cfg.seed
+        cfg.problems,
+        data_dir=cfg.data_dir,
+        limit=cfg.limit,
+        sample=cfg.sample,
+        seed=cfg.seed,
+        id_field=cfg.id_field,
     )
     if Path(cfg.problems).exists():
         check_apart(cfg.out, [cfg.problems])
-    model = resolve_model(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(
-        model, padding_side="left", truncation_side="left", trust_remote_code=args.trust_remote_code
-    )
-    rewards = build_rewards(cfg.reward_funcs, tokenizer=tokenizer, **cfg.reward_kwargs)
+    model, tokenizer, rewards, extensions = _build_parts(cfg, args)
     peft_config = lora_config(cfg.lora) if cfg.lora is not None else None
     dataset = build_dataset(problems, cfg.prompt_template, cfg.system_prompt)
+    _check_question_ids(cfg, dataset)
     # Only now, with every input checked, may an old output be replaced.
     with args.main_process_first(local=False, desc="grpo output directory"):
         checkpoint = _prepare_out(cfg)
-    trainer = GRPOTrainer(
+    trainer = RLTrainer(
         model=model,
         reward_funcs=rewards,
         args=args,
@@ -170,127 +209,109 @@ def run(cfg: GRPOStageConfig) -> dict:
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[_log_writer(Path(cfg.out))],
+        extensions=extensions,
+        question_id_column=cfg.question_id_column,
     )
-    log.info("GRPO on %d problems, rewards %s, resume from %s", len(problems), rewards, checkpoint)
+    log.info("GRPO (%s) on %d problems, resume from %s", cfg.method, len(problems), checkpoint)
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.monotonic() - started
+    return _finish(cfg, args, trainer, time.monotonic() - started, checkpoint, problems)
+
+
+def _build_parts(cfg: GRPOStageConfig, args):
+    """Model path, tokenizer, rewards and extensions, each checked (bad options fail here)."""
+    from transformers import AutoTokenizer
+
+    from stepprune.models import resolve_model
+    from stepprune.rl.methods import build_extensions
+    from stepprune.rl.registry import build_rewards
+
+    model = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model, padding_side="left", truncation_side="left", trust_remote_code=args.trust_remote_code
+    )
+    rewards = build_rewards(
+        reward_names(cfg),
+        tokenizer=tokenizer,
+        stop_ids=stop_ids(model, tokenizer),
+        **cfg.reward_kwargs,
+    )
+    extensions = build_extensions(cfg.method, cfg.method_kwargs, rewards)
+    return model, tokenizer, rewards, extensions
+
+
+def stop_ids(model_path: str, tokenizer) -> set[int]:
+    """The ids that end a completion: the tokenizer's EOS and the generation config's."""
+    from transformers import GenerationConfig
+
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    try:
+        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except OSError:
+        eos = None
+    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return ids
+
+
+def _check_question_ids(cfg: GRPOStageConfig, dataset) -> None:
+    """Per-question state needs a present, unique id per question (never a row position)."""
+    from stepprune.rl.methods import METHODS
+
+    if not METHODS[cfg.method].stateful:
+        return
+    column = cfg.question_id_column
+    if column not in dataset.column_names:
+        raise ValueError(f"question_id_column {column!r} is not a dataset column")
+    seen: set = set()
+    for i, value in enumerate(dataset[column]):
+        if value is None or value in seen:
+            raise ValueError(
+                f"{cfg.problems}: row {i}: question id {value!r} is missing or repeated"
+            )
+        seen.add(value)
+
+
+def _finish(cfg, args, trainer, seconds: float, checkpoint, problems) -> dict:
+    from stepprune.rl.report import summarize
+
     trainer.save_model(cfg.out)
-    summary = summarize(trainer.state.log_history, trainer.state.global_step, seconds)
+    history = trainer.state.log_history
+    summary = summarize(history, trainer.state.global_step, seconds)
     summary.update(out=cfg.out, resumed_from=checkpoint, n_problems=len(problems))
+    if cfg.merge and cfg.lora is not None:
+        _save_merged(trainer, Path(cfg.out) / "merged")
     if trainer.is_world_process_zero():
-        _write_outputs(cfg, args, trainer.state.log_history, summary, len(problems))
+        _write_outputs(cfg, args, trainer, summary, len(problems))
+    trainer.accelerator.wait_for_everyone()
     return summary
 
 
-def summarize(history: list[dict], global_step: int, seconds: float) -> dict:
-    """First and last logged value of each curve and every reward mean; steps and wall time."""
-    steps = [h for h in history if "reward" in h]
-    keys = sorted({k for h in steps for k in h if k.startswith("rewards/") and k.endswith("/mean")})
-    first, last = (steps[0], steps[-1]) if steps else ({}, {})
-    return {
-        "global_step": global_step,
-        "train_seconds": round(seconds, 1),
-        "first": {k: first.get(k) for k in CURVE_KEYS},
-        "last": {k: last.get(k) for k in CURVE_KEYS},
-        "rewards": {k.split("/")[1]: last.get(k) for k in keys},
-    }
+def _save_merged(trainer, path: Path) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.is_world_process_zero():
+        merged = model.merge_and_unload()
+        merged.save_pretrained(path)
+        trainer.processing_class.save_pretrained(path)
 
 
-def format_summary(summary: dict) -> str:
-    """The CLI's report: steps, time, and each curve's first -> last value."""
-    first, last = summary["first"], summary["last"]
-    resumed = f", resumed from {summary['resumed_from']}" if summary.get("resumed_from") else ""
-    lines = [f"steps           {summary['global_step']} ({summary['train_seconds']} s{resumed})"]
-    lines += [f"{k:<24}{_fmt(first[k])} -> {_fmt(last[k])}" for k in CURVE_KEYS]
-    lines += [f"rewards/{k:<16}{_fmt(v)} (last)" for k, v in summary["rewards"].items()]
-    return "\n".join(lines)
+def _write_outputs(cfg, args, trainer, summary, n_problems) -> None:
+    from stepprune.rl.methods import method_grpo_args
+    from stepprune.rl.report import model_card, write_plots
 
-
-def _write_outputs(cfg, args, history, summary, n_problems) -> None:
     out = Path(cfg.out)
+    history = trainer.state.log_history
     write_log_history(out, history)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    save_config(cfg)
-    try:
-        plot_curves(history, out / "reward_curve.png")
-    except Exception:  # a missing or broken matplotlib must not lose a finished training run
-        log.warning("could not plot the reward curve", exc_info=True)
-    (out / "README.md").write_text(model_card(cfg, args, summary, n_problems))
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [h for h in history if "reward" in h]
-    reward_keys = sorted({k for h in steps for k in h if k.startswith("rewards/") and "/mean" in k})
-    panels = [("reward", ["reward", *reward_keys]), ("skip ratio", ["skip/ratio"])]
-    panels.append(("mean completion tokens", ["completions/mean_length"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
-    for ax, (title, keys) in zip(axes, panels, strict=True):
-        for key in keys:
-            points = [(h["step"], h[key]) for h in steps if h.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points, strict=True), marker=".", label=key)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        if len(keys) > 1:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def model_card(cfg: GRPOStageConfig, args, summary: dict, n_problems: int) -> str:
-    from stepprune.models import model_label
-
-    options = {name: cfg.reward_kwargs.get(name) or {} for name in cfg.reward_funcs}
-    weights = args.reward_weights or [1.0] * len(cfg.reward_funcs)
-    reward_rows = "\n".join(
-        f"| {n} | {w} | {json.dumps(options[n])} | {_fmt(summary['rewards'].get(n))} |"
-        for n, w in zip(cfg.reward_funcs, weights, strict=True)
+    grpo_args = method_grpo_args(cfg.method, cfg.grpo_args)
+    effective = dataclasses.replace(cfg, reward_funcs=reward_names(cfg), grpo_args=grpo_args)
+    (out / "stepprune_config.json").write_text(
+        json.dumps(dataclasses.asdict(effective), indent=1, default=str)
     )
-    hyper_rows = "\n".join(f"| {k} | {getattr(args, k, None)} |" for k in HYPERPARAMETERS)
-    curve_rows = "\n".join(
-        f"| {k} | {_fmt(summary['first'][k])} | {_fmt(summary['last'][k])} |" for k in CURVE_KEYS
+    if trainer.extensions:
+        (out / "rl_state.json").write_text(json.dumps(trainer.rl_state()))
+    write_plots(cfg.method, history, out)
+    card = model_card(
+        effective, args, summary, n_problems, trainer.reward_funcs, trainer.extensions
     )
-    return f"""# stepprune GRPO model
-
-Trained by `stepprune grpo` (TRL GRPOTrainer) with the four-part skip/length reward of
-"Compressing Chain-of-Thought in LLMs via Step Entropy" (arXiv 2508.03346).
-
-- Base model: {model_label(cfg.model)}
-- Data: {n_problems} problems from `{cfg.problems}` (limit {cfg.limit}, sample {cfg.sample})
-- LoRA: {json.dumps(cfg.lora) if cfg.lora is not None else "none (full fine-tuning)"}
-- Steps: {summary["global_step"]}, training wall time {summary["train_seconds"]} s
-- Resumed from: {summary.get("resumed_from")}
-
-| reward | weight | options (others: defaults) | last mean |
-|---|---|---|---|
-{reward_rows}
-
-| GRPOConfig | value |
-|---|---|
-{hyper_rows}
-
-Every `grpo_args` key: `{json.dumps(cfg.grpo_args)}`.
-
-| metric | first step | last step |
-|---|---|---|
-{curve_rows}
-
-Per-step metrics: `log_history.jsonl` (plotted in `reward_curve.png`); stage config:
-`stepprune_config.json`.
-"""
-
-
-def save_config(cfg: GRPOStageConfig) -> None:
-    path = Path(cfg.out) / "stepprune_config.json"
-    path.write_text(json.dumps(asdict(cfg), indent=1, default=str))
+    (out / "README.md").write_text(card)
+    log.info("outputs written to %s by process %d", out, args.process_index)

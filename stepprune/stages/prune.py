@@ -237,12 +237,14 @@ def _filter(df, cfg: PruneConfig, stats: PruneStats):
 def read_shard(path: Path, with_tokens: bool):
     import pyarrow.parquet as pq
 
+    from stepprune.cot.spans import check_step_spans
     from stepprune.pruning.select import ROW_COLUMNS
     from stepprune.schema import GENERATIONS, check_nulls
 
     cols = ROW_COLUMNS + (["token_ids", "token_entropies"] if with_tokens else [])
     table = pq.read_table(path, columns=cols)
     check_nulls(table, GENERATIONS, str(path))
+    check_step_spans(table, str(path))
     return table
 
 

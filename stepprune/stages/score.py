@@ -25,8 +25,10 @@ class ScoreConfig:
     input: str = ""
     out: str = "runs/score"
     model: str | None = None  # must be the generating model for generations shards
-    dtype: str = "auto"
-    chunk: int = 256
+    dtype: str = "auto"  # auto: the generation's dtype recorded in the rows, else float32 on CPU
+    chunk: int = 256  # head positions per log-softmax (memory: chunk x vocab floats)
+    token_budget: int = 16384  # padded tokens per forward pass (memory: budget x hidden)
+    group_rows: int = 256  # rows read, planned into batches and written together
     problem_field: str | None = None
     answer_field: str | None = None
     id_field: str | None = None
@@ -39,12 +41,12 @@ class ScoreConfig:
     grade_timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("chunk", "rows_per_shard"):
+        for name in ("chunk", "rows_per_shard", "token_budget", "group_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def _rescored_row(row: dict, ent: list[float], lp: list[float], label: str) -> dict:
+def _rescored_row(row: dict, ent: list[float], lp: list[float], label: str, dtype: str) -> dict:
     from stepprune.cot.entropy import step_entropy
 
     steps = []
@@ -52,7 +54,7 @@ def _rescored_row(row: dict, ent: list[float], lp: list[float], label: str) -> d
         span = (s["token_start"], s["token_end"])
         total, mean = step_entropy(ent, span), step_entropy(ent, span, "mean")
         steps.append({**s, "entropy_sum": total, "entropy_mean": mean})
-    sampling = {**json.loads(row["sampling"]), "rescored_by": label}
+    sampling = {**json.loads(row["sampling"]), "rescored_by": label, "rescore_dtype": dtype}
     return {
         **row,
         "token_entropies": ent,
@@ -76,33 +78,78 @@ def _is_generations(source: str) -> bool:
 
 
 def run(cfg: ScoreConfig) -> dict:
-    from tqdm.auto import tqdm
-
-    from stepprune.backends.rescore import Rescorer, teacher_forced
+    from stepprune.backends.rescore import Rescorer
     from stepprune.cot.summary import summarize_generations
     from stepprune.models import model_label, resolve_model
-    from stepprune.schema import GENERATIONS
-    from stepprune.shards import ShardWriter, existing_keys
+    from stepprune.shards import RunLock
 
     if not cfg.input:
         raise ValueError("score needs --input: generations shards or a CoT file")
+    generations = _is_generations(cfg.input)
+    dtype = _generation_dtype(cfg.input) if generations and cfg.dtype == "auto" else cfg.dtype
+    with RunLock(cfg.out, "score"):
+        rescorer = Rescorer(
+            resolve_model(cfg.model), dtype=dtype, token_budget=cfg.token_budget, chunk=cfg.chunk
+        )
+        rows = _generation_rows(cfg) if generations else _file_rows(cfg, rescorer)
+        seconds = rescore_rows(rows, rescorer, model_label(cfg.model), cfg)
+    return {**summarize_generations(cfg.out), "rescoring_seconds": round(seconds, 1)}
+
+
+def rescore_rows(rows, rescorer, label: str, cfg) -> float:
+    """Rescore generations rows not yet in ``cfg.out`` into it, a group of rows per batch plan;
+    returns the seconds spent. ``cfg`` gives out, rows_per_shard, flush_seconds and (optionally)
+    group_rows."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import ShardWriter, existing_keys
+
     done = existing_keys(cfg.out, GENERATIONS)
-    rescorer = Rescorer(resolve_model(cfg.model), dtype=cfg.dtype)
-    label = model_label(cfg.model)
-    rows = _generation_rows(cfg) if _is_generations(cfg.input) else _file_rows(cfg, rescorer)
     writer = ShardWriter(
         cfg.out, GENERATIONS, rows_per_shard=cfg.rows_per_shard, flush_seconds=cfg.flush_seconds
     )
+    bar = tqdm(unit="cot", desc="rescore", dynamic_ncols=True)
+    started, n_tok = time.monotonic(), 0
     with writer:
-        for row in tqdm(rows, unit="cot", desc="score", dynamic_ncols=True):
-            if (row["problem_id"], row["sample_index"]) in done:
-                continue
-            ent, lp = teacher_forced(
-                rescorer.model, row["prompt_token_ids"], row["token_ids"], chunk=cfg.chunk
-            )
-            writer.write([_rescored_row(row, ent, lp, label)])
+        for group in _groups(rows, done, size=getattr(cfg, "group_rows", 256)):
+            pairs = [(r["prompt_token_ids"], r["token_ids"]) for r in group]
+            scored = rescorer.score(pairs, progress=bar)
+            dtype = rescorer.dtype_name
+            rescored = zip(group, scored, strict=True)
+            writer.write([_rescored_row(r, e, lp, label, dtype) for r, (e, lp) in rescored])
             writer.maybe_flush()
-    return summarize_generations(cfg.out)
+            n_tok += sum(len(p) + len(c) for p, c in pairs)
+            bar.set_postfix(tok_s=f"{n_tok / (time.monotonic() - started):.0f}")
+    bar.close()
+    return time.monotonic() - started
+
+
+def _groups(rows, done: set, size: int):
+    group = []
+    for row in rows:
+        if (row["problem_id"], row["sample_index"]) in done:
+            continue
+        group.append(row)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _generation_dtype(source: str) -> str:
+    """The dtype the rows were generated in (their sampling record), else "auto"."""
+    import pyarrow.parquet as pq
+
+    from stepprune.shards import shard_files
+
+    first = next(pq.ParquetFile(shard_files(source)[0]).iter_batches(1, columns=["sampling"]))
+    dtype = json.loads(first.to_pylist()[0]["sampling"]).get("dtype", "auto")
+    log.info("rescoring in the generation's dtype: %s", dtype)
+    return dtype
 
 
 def _generation_rows(cfg: ScoreConfig):

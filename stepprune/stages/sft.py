@@ -88,6 +88,7 @@ def run(cfg: SFTStageConfig) -> dict:
         from stepprune.train.sft_card import write_model_card
 
         write_model_card(cfg, model_label(cfg.model), report, summary)
+        log.info("outputs written to %s by process %d", cfg.out, trainer.args.process_index)
     return summary
 
 

@@ -60,8 +60,10 @@ def training_problems(
     limit: int | None = None,
     sample: int | None = None,
     seed: int = 0,
+    id_field: str | None = None,
 ) -> list[Problem]:
-    """The problems GRPO trains on (see the module docstring)."""
+    """The problems GRPO trains on (see the module docstring); ``id_field`` names a file's
+    question id column (a repeated id is refused), else ids are ``<stem>-<row>``."""
     from stepprune.data.load import load_problems
 
     for name, value in (("limit", limit), ("sample", sample)):
@@ -71,7 +73,7 @@ def training_problems(
         problems = pruned_problems(source)
         problems = problems if limit is None else problems[:limit]
     else:
-        problems = load_problems(source, data_dir=data_dir, limit=limit)
+        problems = load_problems(source, data_dir=data_dir, limit=limit, id_field=id_field)
     if sample is not None and sample < len(problems):
         problems = random.Random(seed).sample(problems, sample)
     if not problems:

@@ -1,0 +1,125 @@
+"""Method presets: each a named set of rewards, trainer extensions and GRPO sampling defaults.
+
+A preset only fills what the stage config leaves open: ``reward_funcs`` None takes the
+method's rewards, its ``grpo_args`` sit under the recipe's (the recipe's keys win), and
+``method_kwargs[<extension>]`` overrides an extension's defaults. A *sequence* (``eg``) runs
+several methods in order, each stage starting from the previous stage's final model.
+
+| method | rewards | advantage | sampling defaults |
+|---|---|---|---|
+| se | correctness, skip_ratio, skip_count, length | TRL's group-normalised | TRL's |
+| eg-compress | eg_compress | positive-only absolute (A = beta R) | T 0.6, top_p 0.95 |
+| eg-explore | eg_format, eg_answer, eg_length | TRL's (R - mean) / std | T 1.0, top_p 1.0 |
+| ceeh, ceeh-ea | ceeh_correctness, ceeh_length | mean-centred (Dr.GRPO) | T 0.6, 12 rollouts |
+
+Both EG stages use the DAPO token-level loss and no KL term (the paper names none). CEEH maps
+the authors' verl settings onto GRPOConfig: ``scale_rewards: none`` (no std division), ``beta``
+0.001 (their low_var_kl is TRL's k3 estimator), ``epsilon_high`` 0.28, ``loss_type: dapo``
+(token mean), and ``delta`` 3.0, TRL's two-sided clipping, which for a negative advantage caps
+the ratio at 3 exactly as verl's dual clip (clip_ratio_c 3.0) does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stepprune.rl.registry import PAPER_REWARDS
+
+EG_SAMPLING = {"loss_type": "dapo", "beta": 0.0}
+CEEH_ARGS = {
+    **{"scale_rewards": "none", "beta": 0.001, "epsilon": 0.2, "epsilon_high": 0.28},
+    **{"delta": 3.0, "loss_type": "dapo", "num_generations": 12, "temperature": 0.6},
+    "top_p": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    rewards: tuple[str, ...]
+    grpo_args: dict = field(default_factory=dict)
+    extensions: dict = field(default_factory=dict)  # extension name -> default options
+    stateful: bool = False  # keeps per-question state: needs unique question ids
+
+
+METHODS = {
+    m.name: m
+    for m in (
+        Method("se", PAPER_REWARDS),
+        Method(
+            "eg-compress",
+            ("eg_compress",),
+            {**EG_SAMPLING, "temperature": 0.6, "top_p": 0.95},
+            {"positive_absolute": {}, "rollout_stats": {}},
+        ),
+        Method(
+            "eg-explore",
+            ("eg_format", "eg_answer", "eg_length"),
+            {**EG_SAMPLING, "temperature": 1.0, "top_p": 1.0, "scale_rewards": "group"},
+            {"rollout_stats": {}},
+        ),
+        Method(
+            "ceeh",
+            ("ceeh_correctness", "ceeh_length"),
+            CEEH_ARGS,
+            {"ceeh": {"mode": "me", "schedule": "cosine"}, "rollout_stats": {}},
+            stateful=True,
+        ),
+        Method(
+            "ceeh-ea",
+            ("ceeh_correctness", "ceeh_length"),
+            CEEH_ARGS,
+            {"ceeh": {"mode": "ea", "schedule": "constant"}, "rollout_stats": {}},
+            stateful=True,
+        ),
+    )
+}
+SEQUENCES = {"eg": ("eg-compress", "eg-explore")}
+
+
+def check_method(name: str) -> None:
+    if name not in METHODS and name not in SEQUENCES:
+        known = ", ".join([*METHODS, *SEQUENCES])
+        raise ValueError(f"unknown method {name!r}; known: {known}")
+
+
+def method_grpo_args(name: str, grpo_args: dict) -> dict:
+    """The method's sampling defaults under the recipe's ``grpo_args`` (the recipe wins)."""
+    return {**METHODS[name].grpo_args, **grpo_args}
+
+
+def build_extensions(name: str, options: dict, rewards: list) -> list:
+    """The method's trainer extensions, wired to its reward instances."""
+    from stepprune.rl.ceeh import CEEH
+    from stepprune.rl.eg import PositiveAbsolute, RolloutStats
+
+    method = METHODS[name]
+    stray = sorted(set(options) - set(method.extensions))
+    if stray:
+        raise ValueError(f"method_kwargs for {stray}: method {name} has {list(method.extensions)}")
+    by_name = {r.name: r for r in rewards}
+    built = []
+    for ext, defaults in method.extensions.items():
+        kwargs = {**defaults, **(options.get(ext) or {})}
+        try:
+            if ext == "positive_absolute":
+                built.append(PositiveAbsolute(**kwargs))
+            elif ext == "rollout_stats":
+                clip = by_name.get("eg_compress") or by_name.get("eg_length")
+                kwargs.setdefault("max_tokens", getattr(clip, "max_tokens", None))
+                built.append(RolloutStats(**kwargs))
+            elif ext == "ceeh":
+                built.append(_ceeh(CEEH, kwargs, by_name))
+        except TypeError as e:
+            raise ValueError(f"method_kwargs.{ext}: bad options {sorted(kwargs)} ({e})") from e
+    return built
+
+
+def _ceeh(cls, kwargs: dict, rewards: dict):
+    extension = cls(**kwargs)
+    for needed in (extension.correctness, extension.length):
+        if needed not in rewards:
+            raise ValueError(f"ceeh needs the reward {needed!r} in reward_funcs")
+    if "correct_value" not in kwargs:
+        extension.correct_value = rewards[extension.correctness].correct
+    return extension

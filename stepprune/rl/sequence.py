@@ -1,0 +1,109 @@
+"""Multi-stage methods (``--method eg``): run each stage into ``out/<stage>``, each starting from
+the previous stage's final model, and plot every stage's curves on one axis.
+
+A stage whose directory holds ``summary.json`` is finished and skipped, so a killed run resumes
+in the stage where it stopped (with ``--resume``, from its newest checkpoint). ``order``
+reverses the stages for the stage-order ablation; ``stages[<stage>]`` overrides any config field
+for one stage (``grpo_args`` and ``method_kwargs`` are merged key by key). With LoRA every stage
+but the last also writes merged weights, which the next stage loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+MERGED_KEYS = ("grpo_args", "method_kwargs", "reward_kwargs")
+
+
+def stage_configs(cfg) -> list:
+    """One single-method config per stage, in order (models chained by ``run_sequence``)."""
+    from stepprune.rl.methods import SEQUENCES
+
+    order = list(cfg.order or SEQUENCES[cfg.method])
+    configs = []
+    for i, name in enumerate(order):
+        overrides = dict(cfg.stages.get(name) or {})
+        for key in MERGED_KEYS:
+            if key in overrides:
+                overrides[key] = {**getattr(cfg, key), **overrides[key]}
+        fields = {f.name for f in dataclasses.fields(cfg)}
+        stray = sorted(set(overrides) - fields)
+        if stray:
+            raise ValueError(f"stages.{name}: unknown fields {stray}")
+        last = i == len(order) - 1
+        base = dataclasses.replace(
+            cfg, order=None, stages={}, method=name, **_own(cfg, name, order)
+        )
+        stage = dataclasses.replace(base, out=str(Path(cfg.out) / name), **overrides)
+        if stage.lora is not None and not last:
+            stage = dataclasses.replace(stage, merge=True)
+        configs.append(stage)
+    return configs
+
+
+def _own(cfg, name: str, order: list[str]) -> dict:
+    """The sequence-wide ``reward_kwargs`` and ``method_kwargs`` that belong to stage ``name``:
+    options of another stage's rewards or extensions are left to that stage; an option that
+    belongs to no stage stays, so it is still refused as unknown."""
+    from stepprune.rl.methods import METHODS
+
+    out = {}
+    for key, owned in (("reward_kwargs", "rewards"), ("method_kwargs", "extensions")):
+        everyone = {x for stage in order for x in getattr(METHODS[stage], owned)}
+        mine = set(getattr(METHODS[name], owned))
+        out[key] = {k: v for k, v in getattr(cfg, key).items() if k in mine or k not in everyone}
+    return out
+
+
+def final_model(stage_cfg) -> str:
+    out = Path(stage_cfg.out)
+    return str(out / "merged") if stage_cfg.lora is not None else str(out)
+
+
+def run_sequence(cfg, run_single) -> dict:
+    configs = stage_configs(cfg)  # every stage's config is checked before anything runs
+    out = Path(cfg.out)
+    if cfg.overwrite and out.is_dir():
+        shutil.rmtree(out)
+    elif out.is_dir() and any(out.iterdir()) and not cfg.resume:
+        raise FileExistsError(f"{out} exists; pass --resume to continue it or --overwrite")
+    model, summaries, histories = cfg.model, {}, {}
+    for stage in configs:
+        partial = Path(stage.out).is_dir() and not _has_checkpoint(Path(stage.out))
+        # a stage killed before its first checkpoint left only logs: start it again
+        stage = dataclasses.replace(stage, model=model, overwrite=partial, resume=bool(cfg.resume))
+        done = Path(stage.out) / "summary.json"
+        if done.exists():
+            log.info("%s: finished earlier, skipped", stage.method)
+            summaries[stage.method] = json.loads(done.read_text())
+        else:
+            summaries[stage.method] = run_single(stage)
+        histories[stage.method] = _history(Path(stage.out))
+        model = final_model(stage)
+    summary = {"method": cfg.method, "order": list(summaries), "stages": summaries}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _plot(histories, out)
+    return summary
+
+
+def _has_checkpoint(out: Path) -> bool:
+    return any(p.name.startswith("checkpoint-") for p in out.iterdir())
+
+
+def _history(out: Path) -> list[dict]:
+    path = out / "log_history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _plot(histories: dict, out: Path) -> None:
+    from stepprune.rl.report import plot_stages
+
+    try:
+        plot_stages(histories, out / "stages.png")
+    except Exception:
+        log.warning("could not plot the stages", exc_info=True)

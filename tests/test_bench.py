@@ -1,0 +1,193 @@
+"""bench on the tiny model: every table value against an independent recount from the shards,
+L-Acc, Pass@k and the CIs against hand values and an independent notebook, refusals, reuse."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import polars as pl
+import pytest
+from conftest import biased_copy
+
+from stepprune.evaluation.bench_report import ks
+from stepprune.evaluation.metrics import bootstrap_ci
+from stepprune.stages.bench import BenchConfig, run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def problem_file(path: Path, n: int, offset: int = 0) -> Path:
+    rows = [{"problem": f"{i} apples?", "answer": str(i + offset)} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    short = biased_copy(tiny_model_dir, tmp / "short")  # its EOS row ends samples early
+    cfg = BenchConfig(
+        models=[f"base={tiny_model_dir}", f"short={short}"],
+        benchmarks=[
+            str(problem_file(tmp / "alpha.jsonl", 5)),
+            str(problem_file(tmp / "beta.jsonl", 3)),
+        ],
+        out=str(tmp / "out"),
+        n_samples=3,
+        temperature=1.0,
+        top_p=1.0,
+        max_new_tokens=16,
+        dtype="float32",
+        batch_size=4,
+        bootstrap=200,
+        prompt_template="{problem}",
+    )
+    summary = run(cfg)
+    return cfg, summary
+
+
+def shards(cfg, model, bench) -> pl.DataFrame:
+    return pl.read_parquet(f"{cfg.out}/generations/{model}/{bench}/*.parquet")
+
+
+def test_every_value_equals_an_independent_recount(bench_run):
+    cfg, summary = bench_run
+    table = pl.read_csv(Path(cfg.out) / "bench.csv")
+    assert table.height == 2 * 2 + 2  # (benchmark, model) pairs, then one average per model
+    for r in table.filter(pl.col("benchmark") != "average").iter_rows(named=True):
+        df = shards(cfg, r["model"], r["benchmark"])
+        per = df.group_by("problem_id").agg(c=pl.col("correct").sum(), n=pl.len())
+        assert (r["problems"], r["samples"]) == (per.height, 3)
+        assert r["acc"] == pytest.approx(float((per["c"] / 3).mean()))
+        assert r["len"] == pytest.approx(df["n_tokens"].mean())
+        assert r["thinking"] == pytest.approx(df["n_thinking_tokens"].mean())
+        assert r["steps"] == pytest.approx(df["n_steps"].mean())
+        skips = [sum(s["is_skip"] for s in steps) for steps in df["steps"].to_list()]
+        assert r["skips"] == pytest.approx(float(np.mean(skips)))
+        for k in (1, 2, 3):  # unbiased pass@k by hand: 1 - C(n-c, k) / C(n, k)
+            hand = np.mean([1 - math.comb(3 - c, k) / math.comb(3, k) for c in per["c"]])
+            assert r[f"pass@{k}"] == pytest.approx(hand)
+        low, high = bootstrap_ci(
+            df["correct"].cast(pl.Float64).to_numpy(),
+            n_boot=200,
+            groups=df["problem_id"].to_numpy(),
+        )
+        assert (r["acc_low"], r["acc_high"]) == pytest.approx((low, high))
+        base = shards(cfg, "base", r["benchmark"])["n_tokens"].mean()
+        ratio = min(r["len"] / base, 1.0)
+        assert r["reduction_pct"] == pytest.approx(100 * (1 - r["len"] / base))
+        assert r["l_acc"] == pytest.approx(r["acc"] * math.sqrt(1 - ratio))
+        timing = json.loads(
+            (
+                Path(cfg.out) / "generations" / r["model"] / r["benchmark"] / "timing.json"
+            ).read_text()
+        )
+        assert r["tok_s"] == pytest.approx(timing["tokens"] / timing["seconds"])
+        assert timing["rows"] == df.height and timing["tokens"] == df["n_tokens"].sum()
+    for model in ("base", "short"):
+        avg = table.filter((pl.col("benchmark") == "average") & (pl.col("model") == model))
+        parts = table.filter((pl.col("benchmark") != "average") & (pl.col("model") == model))
+        for col in ("acc", "len", "l_acc", "pass@3"):
+            assert avg[col][0] == pytest.approx(parts[col].mean())
+    short_len = table.filter((pl.col("model") == "short") & (pl.col("benchmark") == "average"))
+    assert short_len["reduction_pct"][0] > 0  # the EOS-biased copy really is shorter
+
+
+def test_paired_differences_and_their_cis(bench_run):
+    cfg, _ = bench_run
+    paired = pl.read_csv(Path(cfg.out) / "paired.csv")
+    assert paired["model"].unique().to_list() == ["short"]
+    diffs = {}
+    for bench in ("alpha", "beta"):
+        a = shards(cfg, "short", bench).group_by("problem_id").agg(pl.col("n_tokens").mean())
+        b = shards(cfg, "base", bench).group_by("problem_id").agg(pl.col("n_tokens").mean())
+        d = a.join(b, on="problem_id").with_columns(d=pl.col("n_tokens") - pl.col("n_tokens_right"))
+        d = d.sort("problem_id")
+        diffs[bench] = d["d"].to_numpy()
+        row = paired.filter(pl.col("benchmark") == bench).row(0, named=True)
+        assert row["d_len"] == pytest.approx(d["d"].mean()) and row["problems"] == d.height
+        low, high = bootstrap_ci(diffs[bench], n_boot=200)
+        assert (row["d_len_low"], row["d_len_high"]) == pytest.approx((low, high))
+    pooled = paired.filter(pl.col("benchmark") == "all").row(0, named=True)
+    assert pooled["problems"] == 8
+    assert pooled["d_len"] == pytest.approx(np.concatenate(list(diffs.values())).mean())
+
+
+def test_hand_values_for_ks_and_constant_cis():
+    assert ks(1) == [1] and ks(3) == [1, 2, 3] and ks(16) == [1, 2, 4, 8, 16]
+    assert bootstrap_ci([1.0, 1.0, 1.0], n_boot=50) == (1.0, 1.0)  # no spread, no interval
+
+
+def test_outputs_notebook_and_reuse(bench_run):
+    cfg, summary = bench_run
+    out = Path(cfg.out)
+    for png in ("lengths.png", "frontier.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (
+            out / png
+        ).stat().st_size > 5000
+    assert "| alpha | base |" in (out / "bench.md").read_text()
+    matplotlib.use("Agg")
+    nb = json.loads((REPO / "notebooks" / "bench.ipynb").read_text())
+    scope: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            src = "".join(cell["source"]).replace("../runs/qwen-bench/bench", str(out))
+            exec(compile(src, "notebook", "exec"), scope)
+    mine = scope["table"].sort("benchmark", "model")
+    csv = (
+        pl.read_csv(out / "bench.csv")
+        .filter(pl.col("benchmark") != "average")
+        .sort("benchmark", "model")
+    )
+    for a, b in (
+        ("acc", "acc"),
+        ("lo", "acc_low"),
+        ("hi", "acc_high"),
+        ("l_acc", "l_acc"),
+        ("pass@3", "pass@3"),
+    ):
+        np.testing.assert_allclose(mine[a].to_numpy(), csv[b].to_numpy(), rtol=1e-6, atol=1e-9)
+    before = {p: p.stat().st_mtime_ns for p in (out / "generations").rglob("*.parquet")}
+    run(cfg)  # a rerun reuses every finished (model, benchmark)
+    assert {p: p.stat().st_mtime_ns for p in (out / "generations").rglob("*.parquet")} == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-m", "a=M", "-m", "a=M", "-b", "gsm8k"], "model name 'a' is given twice"),
+        (["-m", "a=M", "-b", "nosuchset"], "'nosuchset' is neither a built-in set"),
+        (
+            ["-m", "a=BROKEN", "-b", "mawps_singleop"],
+            "model a=BROKEN: its tokenizer cannot be loaded",
+        ),
+        (["-m", "a=M", "-b", "mawps_singleop", "--base", "b"], "base 'b' is not one of the models"),
+        (["-m", "a=M", "-m", "b=NOWEIGHTS", "-b", "mawps_singleop"], "b=NOWEIGHTS: no weights"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_generation(tiny_model_dir, tmp_path, args, message):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer_config.json"):
+        (broken / name).write_text((tiny_model_dir / name).read_text())
+    (broken / "tokenizer.json").write_text("{not json")
+    bare = tmp_path / "bare"  # a loadable tokenizer, but no weights
+    bare.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if not f.name.endswith(".safetensors"):
+            (bare / f.name).write_bytes(f.read_bytes())
+    subs = {"=M": f"={tiny_model_dir}", "BROKEN": str(broken), "NOWEIGHTS": str(bare)}
+    for old, new in subs.items():
+        args = [a.replace(old, new) for a in args]
+        message = message.replace(old, new)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "stepprune.cli", "bench", *args, "--out", str(out), "--limit", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-1500:]
+    assert not (out / "generations").exists()

@@ -1,0 +1,177 @@
+"""What a concurrent writer, a SIGTERM or a Ctrl-C can cost: nothing lost, nothing written twice.
+
+Each test drives the real CLI in subprocesses on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stepprune.schema import EVAL_RESULTS, GENERATIONS
+from stepprune.shards import RunLock, RunLockedError, read_table
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def problems(path: Path, n: int, prefix: str) -> Path:
+    rows = [
+        {"id": f"{prefix}{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def generate_cmd(model, problem_file, out, *extra) -> list[str]:
+    return [
+        *(sys.executable, "-m", "stepprune.cli", "generate", "--problems", str(problem_file)),
+        *("--id-field", "id", "--model", str(model), "--out", str(out), "--max-new-tokens", "24"),
+        *("--batch-size", "2", "--dtype", "float32", "--set", "flush_seconds=3600", *extra),
+    ]
+
+
+def keys(out: Path) -> list[tuple]:
+    table = read_table(out, GENERATIONS, ["problem_id", "sample_index"])
+    return list(
+        zip(table["problem_id"].to_pylist(), table["sample_index"].to_pylist(), strict=True)
+    )
+
+
+def no_temp_files(out: Path) -> bool:
+    return not [p for p in out.rglob(".tmp-*")]
+
+
+def wait_for(proc, pattern: str, timeout: float = 240) -> str:
+    """Read the process's stderr until ``pattern`` matches (tqdm redraws with carriage returns)."""
+    os.set_blocking(proc.stderr.fileno(), False)
+    seen, deadline = "", time.monotonic() + timeout
+    while not re.search(pattern, seen):
+        assert proc.poll() is None, f"ended before {pattern!r}: {seen[-2000:]}"
+        assert time.monotonic() < deadline, seen[-2000:]
+        chunk = proc.stderr.read()
+        seen += chunk.decode(errors="replace") if chunk else ""
+        time.sleep(0.02)
+    return seen
+
+
+def test_lock_refuses_a_second_holder_and_is_freed_by_a_kill(tmp_path):
+    code = (
+        "import sys, time; from stepprune.shards import RunLock; "
+        f"lock = RunLock({str(tmp_path)!r}, 'generate-000of001').__enter__(); "
+        "print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV)
+    assert holder.stdout.readline().strip() == b"held"
+    with (
+        pytest.raises(RunLockedError, match=rf"another run is writing here \(pid {holder.pid} on "),
+        RunLock(tmp_path, "generate-000of001"),
+    ):
+        pass
+    with RunLock(tmp_path, "generate-001of002"):  # another tag is another writer
+        pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with RunLock(tmp_path, "generate-000of001"):  # the kernel dropped the killed run's lock
+        pass
+
+
+def test_a_second_generate_into_the_same_out_refuses_before_writing(tiny_model_dir, tmp_path):
+    out = tmp_path / "gen"
+    first = subprocess.Popen(
+        generate_cmd(tiny_model_dir, problems(tmp_path / "a.jsonl", 120, "a"), out),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    wait_for(first, r"generate:\s+\d+%")  # holds the lock and is generating
+    second_problems = problems(tmp_path / "b.jsonl", 4, "b")
+    second = subprocess.run(
+        generate_cmd(tiny_model_dir, second_problems, out), env=ENV, capture_output=True, text=True
+    )
+    assert second.returncode == 1
+    assert f"another run is writing here (pid {first.pid} on " in second.stderr
+    os.set_blocking(first.stderr.fileno(), True)
+    rest = first.communicate()[1].decode()
+    assert first.returncode == 0, rest[-2000:]
+    assert sorted(keys(out)) == sorted((f"a{i}", 0) for i in range(120))
+    again = subprocess.run(generate_cmd(tiny_model_dir, second_problems, out), env=ENV)
+    assert again.returncode == 0
+    got = keys(out)
+    assert sorted(got) == sorted(
+        [(f"a{i}", 0) for i in range(120)] + [(f"b{i}", 0) for i in range(4)]
+    )
+    assert len(set(got)) == len(got)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_generate_saves_its_buffer_on_sigterm_and_ctrl_c(tiny_model_dir, tmp_path, sig, code):
+    out = tmp_path / "gen"
+    cmd = generate_cmd(tiny_model_dir, problems(tmp_path / "p.jsonl", 30, "q"), out)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(proc, r"generate:\s+\d+%\|[^|]*\|\s+(?:[4-9]|[12]\d)/30")  # >= 4 rows buffered
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == code
+    os.set_blocking(proc.stderr.fileno(), True)
+    message = proc.stderr.read().decode()
+    stopped = re.search(r"error: stopped by (SIG\w+): (\d+) new rows saved", message)
+    assert stopped and stopped.group(1) == sig.name, message[-2000:]
+    saved = int(stopped.group(2))
+    assert 4 <= saved < 30 and len(keys(out)) == saved  # flush_seconds=3600: all from the buffer
+    assert no_temp_files(out)
+    assert subprocess.run(cmd, env=ENV, capture_output=True).returncode == 0
+    got = keys(out)
+    assert sorted(got) == sorted((f"q{i}", 0) for i in range(30)) and len(set(got)) == 30
+
+
+def test_score_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
+    gen = tmp_path / "gen"
+    made = subprocess.run(
+        generate_cmd(tiny_model_dir, problems(tmp_path / "p.jsonl", 40, "q"), gen), env=ENV
+    )
+    assert made.returncode == 0
+    out = tmp_path / "scored"
+    cmd = [
+        *(sys.executable, "-m", "stepprune.cli", "score", "-i", str(gen), "--out", str(out)),
+        *("--model", str(tiny_model_dir), "--set", "group_rows=2", "--set", "flush_seconds=3600"),
+    ]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(proc, r"rescore: (?:[4-9]|[1-3]\d)cot")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert no_temp_files(out) and 4 <= len(keys(out)) < 40
+    assert subprocess.run(cmd, env=ENV, capture_output=True).returncode == 0
+    assert sorted(keys(out)) == sorted(keys(gen))
+
+
+def test_eval_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
+    from conftest import tiny_generate
+
+    gen = tiny_generate(tiny_model_dir, tmp_path, 12, max_new_tokens=40, temperature=1.2)
+    out = tmp_path / "eval"
+    cmd = [
+        *(sys.executable, "-m", "stepprune.cli", "eval", "-i", str(gen), "--out", str(out)),
+        *("--model", str(tiny_model_dir), "--dtype", "float32", "--set", "batch_size=1"),
+        *("--set", "flush_seconds=3600", "--set", "answer_tokens=16", "--set", "bootstrap=20"),
+        *("--set", "kappas=[0.0, 0.5, 1.0]", "--set", "strategies=[low, random]"),
+    ]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(proc, r"eval:\s+\d+%\|[^|]*\|\s+(?:[6-9]|[1-9]\d)/")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    results = out / "results"
+    saved = read_table(results, EVAL_RESULTS).num_rows
+    assert saved >= 6 and no_temp_files(out)
+    assert subprocess.run(cmd, env=ENV, capture_output=True).returncode == 0
+    table = read_table(results, EVAL_RESULTS)
+    rows = list(
+        zip(*(table[c].to_pylist() for c in ("problem_id", "strategy", "kappa")), strict=True)
+    )
+    assert len(rows) == len(set(rows)) > saved

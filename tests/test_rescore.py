@@ -1,0 +1,100 @@
+"""Batched exact rescoring: equal to one sequence at a time, bounded head memory, the dtype kept."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_generate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stepprune.backends.rescore import Rescorer, plan_batches, teacher_forced_batch
+from stepprune.schema import GENERATIONS
+from stepprune.shards import read_table
+from stepprune.stages.score import ScoreConfig, run
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+def _pairs(seed: int, n: int) -> list[tuple[list[int], list[int]]]:
+    """Prompts of 1-9 tokens and completions of 0-40 tokens: very uneven in one batch."""
+    rng = np.random.default_rng(seed)
+    return [
+        (rng.integers(3, 300, rng.integers(1, 10)).tolist(), rng.integers(3, 300, c).tolist())
+        for c in rng.integers(0, 41, n)
+    ]
+
+
+def _reference(model, prompt, completion):
+    """Independent: full logits of the unpadded sequence, float64 log-softmax."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0].double()
+    logp = torch.log_softmax(logits[len(prompt) - 1 : -1], -1)
+    ent = -(logp.exp() * logp).sum(-1)
+    return ent.numpy(), logp[torch.arange(len(completion)), torch.tensor(completion)].numpy()
+
+
+def test_batched_equals_one_at_a_time_and_an_independent_forward(model):
+    pairs = _pairs(0, 9)
+    batched = teacher_forced_batch(model, pairs, chunk=7)
+    for (prompt, completion), (ent, lp) in zip(pairs, batched, strict=True):
+        single_ent, single_lp = teacher_forced_batch(model, [(prompt, completion)], chunk=256)[0]
+        assert len(ent) == len(completion)
+        np.testing.assert_allclose(ent, single_ent, atol=1e-5)
+        np.testing.assert_allclose(lp, single_lp, atol=1e-5)
+        if completion:
+            ref_ent, ref_lp = _reference(model, prompt, completion)
+            np.testing.assert_allclose(ent, ref_ent, atol=1e-4)
+            np.testing.assert_allclose(lp, ref_lp, atol=1e-4)
+
+
+def test_rescorer_keeps_input_order_across_its_batch_plan(tiny_model_dir, model):
+    pairs = _pairs(1, 12)
+    rescorer = Rescorer(str(tiny_model_dir), dtype="float32", token_budget=60, chunk=16)
+    got = rescorer.score(pairs)
+    for (prompt, completion), (ent, _) in zip(pairs, got, strict=True):
+        if completion:
+            np.testing.assert_allclose(ent, _reference(model, prompt, completion)[0], atol=1e-4)
+
+
+def test_head_sees_at_most_chunk_positions_per_call(model):
+    """Memory: the vocab-sized logits exist for ``chunk`` positions at a time, never for all."""
+    pairs = [([5, 6, 7], list(range(10, 210))), ([8], list(range(20, 120)))]
+    calls = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda mod, args, out: calls.append(tuple(out.shape))
+    )
+    try:
+        teacher_forced_batch(model, pairs, chunk=32)
+    finally:
+        hook.remove()
+    vocab = model.config.vocab_size
+    assert all(rows <= 32 and v == vocab for rows, v in calls)
+    assert len(calls) == -(-300 // 32)  # ceil(300 completion tokens / 32)
+    assert sum(rows for rows, _ in calls) == 300
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 50), max_size=30), st.integers(1, 120))
+def test_batch_plan_respects_the_budget_and_covers_every_sequence(lengths, budget):
+    batches = plan_batches(lengths, budget)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= budget
+
+
+def test_score_records_its_dtype_and_defaults_to_the_generation_dtype(tiny_model_dir, tmp_path):
+    gen = tiny_generate(tiny_model_dir, tmp_path, 3, dtype="bfloat16")
+    for dtype, expected in (("auto", "bfloat16"), ("float32", "float32")):
+        out = tmp_path / f"scored-{dtype}"
+        cfg = ScoreConfig(input=str(gen), out=str(out), model=str(tiny_model_dir), dtype=dtype)
+        summary = run(cfg)
+        assert summary["rows"] == 3 and summary["rescoring_seconds"] >= 0
+        for row in read_table(out, GENERATIONS).to_pylist():
+            assert json.loads(row["sampling"])["rescore_dtype"] == expected
