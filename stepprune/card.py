@@ -12,8 +12,15 @@ def _table(head: tuple[str, str], rows: list[tuple[str, object]]) -> str:
 
 
 def _settings(cfg) -> list[tuple[str, object]]:
+    verified = []
+    if cfg.kappa == "verified":
+        verified = [
+            ("kappa verified by", f"{cfg.eval} (strategy {cfg.verified_strategy})"),
+            ("unverified rows", cfg.unverified),
+        ]
     return [
         ("kappa", cfg.kappa),
+        *verified,
         ("strategy", cfg.strategy),
         ("step score", cfg.score),
         ("budget", cfg.budget),
@@ -72,6 +79,10 @@ Made by `stepprune prune` from {", ".join(sources)} (models: {", ".join(sorted(m
 Thinking-token reduction per row:
 
 {_table(("reduction", "rows"), bins)}
+
+Kappa per row (one value unless `--kappa verified`):
+
+{_table(("kappa", "rows"), list(summary["kappa_counts"].items()))}
 
 Load with `datasets.load_dataset("parquet", data_files="{out_dir.name}/*.parquet")` or
 `polars.read_parquet("{out_dir.name}/*.parquet")`. `prompt`/`completion` are SFT-ready.

@@ -212,9 +212,15 @@ def problems(
 def prune(
     input: str = typer.Option(None, "--input", "-i", help="Generations shards (dir or file)."),
     out: Path = typer.Option(None, help="Output directory of pruned shards."),
-    kappa: float = typer.Option(None, help="Fraction of steps to prune, in [0, 1]."),
-    strategy: str = typer.Option(None, help="low (paper) | high | random | token"),
-    score: str = typer.Option(None, help="Step score: sum (default) or mean of token entropies."),
+    kappa: str = typer.Option(
+        None, help="Fraction of steps to prune, in [0, 1]; or 'verified' (with --eval)."
+    ),
+    eval: str = typer.Option(None, "--eval", help="With --kappa verified: an eval run."),
+    strategy: str = typer.Option(
+        None,
+        help="low (paper) | high | random | token | random-matched | high-matched | answer-first",
+    ),
+    score: str = typer.Option(None, help="Step score: sum (default) | mean | sampled | surprisal."),
     budget: str = typer.Option(None, help="steps (floor(kappa*N) steps) or tokens."),
     protect_ends: bool = typer.Option(None, "--protect-ends/--no-protect-ends"),
     merge_skips: bool = typer.Option(None, "--merge-skips/--no-merge-skips"),
@@ -227,7 +233,13 @@ def prune(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Prune the lowest-entropy steps into [SKIP]-compressed, SFT-ready shards."""
-    cfg, summary = _run_stage("prune", _flags(locals()), recipe, sets, verbose)
+    flags = _flags(locals())
+    if flags["kappa"] is not None and flags["kappa"] != "verified":
+        try:
+            flags["kappa"] = float(flags["kappa"])
+        except ValueError:
+            _fail(ValueError(f"--kappa {kappa!r}: a number in [0, 1] or 'verified'"))
+    cfg, summary = _run_stage("prune", flags, recipe, sets, verbose)
     red = summary["token_reduction_pct"]
     typer.echo(
         f"rows            {summary['rows_out']} of {summary['rows_in']} "
@@ -258,7 +270,13 @@ def eval_(
     backend: str = typer.Option(None, help="hf or vllm."),
     dtype: str = typer.Option(None),
     kappas: str = typer.Option(None, help="Comma-separated grid, e.g. 0,0.2,0.4,0.6,0.8,1."),
-    strategies: str = typer.Option(None, help="Comma-separated: low,high,random,token."),
+    strategies: str = typer.Option(
+        None,
+        help="Comma-separated (default all): low,high,random,token,random-matched,high-matched,"
+        "answer-first.",
+    ),
+    score: str = typer.Option(None, help="Step score: sum (default) | mean | sampled | surprisal."),
+    random_seeds: int = typer.Option(None, help="Seeds of the random strategies (default 3)."),
     limit: int = typer.Option(None, help="Use only the first N trajectories."),
     answer_tokens: int = typer.Option(None, help="Token budget of the final answer."),
     batch_size: int = typer.Option(None),

@@ -147,8 +147,8 @@ PRUNED = Schema(
 
 EVAL_RESULTS = Schema(
     name="eval_results",
-    version=1,
-    key=("problem_id", "sample_index", "strategy", "kappa"),
+    version=2,  # v2: seed in the key (random strategies at several seeds), pruning facts
+    key=("problem_id", "sample_index", "strategy", "kappa", "seed"),
     arrow=pa.schema(
         [
             _f("problem_id", pa.string()),
@@ -166,6 +166,12 @@ EVAL_RESULTS = Schema(
             _f("kept_thinking_tokens", pa.int32()),
             _f("original_tokens", pa.int32()),
             _f("original_correct", pa.bool_()),
+            _f("n_pruned", pa.int32()),
+            _f("kept_states_answer", pa.bool_()),
+            _f("pruned_answer_steps", pa.int32()),
+            _f("pruned_arithmetic_steps", pa.int32()),
+            _f("pruned_arithmetic_entropy", pa.float64()),
+            _f("pruned_prose_entropy", pa.float64()),
             _f("entropy_source", pa.string()),
             _f("answer_prompt_tokens", pa.int32()),
             _f("answer_lead_in", pa.string()),

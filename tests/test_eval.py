@@ -80,10 +80,12 @@ def test_eval_results_match_an_independent_recount(tiny_eval):
     gen, cfg, first, summary = tiny_eval
     source = read_table(gen, GENERATIONS).to_pylist()
     with_steps = [r for r in source if r["n_steps"] >= 1]
-    assert first["results"] == min(2, len(with_steps)) * 9
+    per = (1 + cfg.random_seeds + 1) * 3  # low, random at 3 seeds, token; 3 kappas
+    assert len(cfg.specs()) == per
+    assert first["results"] == min(2, len(with_steps)) * per
     rows = read_table(f"{cfg.out}/results", EVAL_RESULTS).to_pylist()
-    assert len(rows) == summary["results"] == len(with_steps) * 9  # resumed, nothing twice
-    keys = {(r["problem_id"], r["strategy"], r["kappa"]) for r in rows}
+    assert len(rows) == summary["results"] == len(with_steps) * per  # resumed, nothing twice
+    keys = {(r["problem_id"], r["strategy"], r["kappa"], r["seed"]) for r in rows}
     assert len(keys) == len(rows)
     by_id = {r["problem_id"]: r for r in with_steps}
     for r in rows:
@@ -232,7 +234,7 @@ def test_eval_with_vllm_backend_agrees_with_hf(tiny_eval, tiny_model_dir, tmp_pa
 
     def by_key(path):
         rows = read_table(path, EVAL_RESULTS).to_pylist()
-        return {(r["problem_id"], r["strategy"], r["kappa"]): r for r in rows}
+        return {(r["problem_id"], r["strategy"], r["kappa"], r["seed"]): r for r in rows}
 
     hf, vl = by_key(f"{cfg.out}/results"), by_key(tmp_path / "ev" / "results")
     assert hf.keys() == vl.keys()
@@ -272,6 +274,11 @@ def test_answer_prompt_text_per_cot_format():
             "kept_thinking_tokens": [4] * n,
             "n_tokens": [12] * n,
             "correct": [True] * n,
+            **{name: [0] * n for name in ("n_pruned", "pruned_answer_steps")},
+            **{name: [0] * n for name in ("pruned_arithmetic_steps",)},
+            "kept_states_answer": [False] * n,
+            "pruned_arithmetic_entropy": [0.0] * n,
+            "pruned_prose_entropy": [0.0] * n,
         }
     )
     rows = _variant_rows(pruned, PruneSpec(0.5), EvalConfig())

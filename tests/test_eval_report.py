@@ -15,6 +15,7 @@ def _results(rows):
         kept_thinking_tokens=pl.lit(30),
         original_thinking_tokens=pl.lit(100),
         n_skipped=pl.lit(2),
+        seed=pl.lit(0),
     )
 
 

@@ -14,8 +14,9 @@ from stepprune.stages.eval import EvalConfig, run
 
 def _answers(out) -> dict:
     table = read_table(f"{out}/results", EVAL_RESULTS)
-    rows = table.select(["problem_id", "strategy", "kappa", "answer_text", "correct"]).to_pylist()
-    keys = [(r["problem_id"], r["strategy"], r["kappa"]) for r in rows]
+    rows = table.select(["problem_id", "strategy", "kappa", "seed", "answer_text", "correct"])
+    rows = rows.to_pylist()
+    keys = [(r["problem_id"], r["strategy"], r["kappa"], r["seed"]) for r in rows]
     assert len(set(keys)) == len(keys), "a result was written twice"
     return {k: (r["answer_text"], r["correct"]) for k, r in zip(keys, rows, strict=True)}
 

@@ -172,6 +172,9 @@ def test_eval_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
     assert subprocess.run(cmd, env=ENV, capture_output=True).returncode == 0
     table = read_table(results, EVAL_RESULTS)
     rows = list(
-        zip(*(table[c].to_pylist() for c in ("problem_id", "strategy", "kappa")), strict=True)
+        zip(
+            *(table[c].to_pylist() for c in ("problem_id", "strategy", "kappa", "seed")),
+            strict=True,
+        )
     )
     assert len(rows) == len(set(rows)) > saved

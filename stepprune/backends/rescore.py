@@ -2,6 +2,8 @@
 
 Sequences are grouped longest first into batches whose padded size (rows x longest) stays within
 ``token_budget`` tokens, and each batch is one right-padded forward pass of the decoder. The
+default budget is 16384 tokens on a GPU, where a batched prefill is compute-bound, and 1 (one
+sequence per pass) on a CPU, where larger batches measured slower (README "Benchmarks"). The
 output head and the float32 log-softmax then run over the batch's completion positions
 ``chunk`` at a time, so memory is O(token_budget x hidden) for the decoder plus
 O(chunk x vocab) for the head, never O(tokens x vocab). A sequence longer than the budget is a
@@ -22,7 +24,11 @@ import torch
 from stepprune.backends import Completion
 from stepprune.cot.entropy import logits_entropy
 
-DEFAULT_TOKEN_BUDGET = 16384
+GPU_TOKEN_BUDGET = 16384
+
+
+def default_token_budget(device: str) -> int:
+    return GPU_TOKEN_BUDGET if device.startswith("cuda") else 1
 
 
 def plan_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
@@ -105,7 +111,7 @@ class Rescorer:
         model_path: str,
         dtype: str = "float32",
         device: str | None = None,
-        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        token_budget: int | None = None,
         chunk: int = 256,
     ):
         from transformers import AutoModelForCausalLM
@@ -116,7 +122,8 @@ class Rescorer:
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
         self.model.to(self.device).eval()
-        self.token_budget, self.chunk = token_budget, chunk
+        self.token_budget = token_budget or default_token_budget(self.device)
+        self.chunk = chunk
 
     @property
     def dtype_name(self) -> str:

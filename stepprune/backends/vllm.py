@@ -60,16 +60,43 @@ class VLLMBackend:
         return SamplingParams(**kwargs)
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]:
-        from vllm.inputs import TokensPrompt
+        """Completions in prompt order (a bar advances per finished request)."""
+        from tqdm.auto import tqdm
 
-        # One seed per request: requests sharing a seed would draw identical samples.
-        params = [self.sampling_params(spec, spec.seed + i) for i in range(len(prompts))]
-        # vLLM's own bar advances per finished request, with tokens/s: one call can hold a
-        # whole problem set and run for many minutes.
-        outs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=True
-        )
-        return [self._completion(o.outputs[0]) for o in outs]
+        out: list[Completion | None] = [None] * len(prompts)
+        with tqdm(total=len(prompts), desc="vllm", unit="req", leave=False) as bar:
+            for i, comp in self.generate_stream(prompts, spec):
+                out[i] = comp
+                bar.update(1)
+        return out
+
+    def generate_stream(self, prompts: list[list[int]], spec: SamplingSpec):
+        """Yield (prompt index, Completion) as each request finishes, in finishing order.
+
+        The whole list is one continuous batch, but nothing waits for its longest member: a
+        caller can write each row at once, so a stop loses only the unfinished requests, which
+        are aborted when the generator is closed.
+        """
+        import uuid
+
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        engine, tag, pending = self.llm.llm_engine, uuid.uuid4().hex[:8], {}
+        try:
+            for i, prompt in enumerate(prompts):
+                # One seed per request: requests sharing a seed would draw identical samples.
+                params = self.sampling_params(spec, spec.seed + i)
+                params.output_kind = RequestOutputKind.FINAL_ONLY
+                engine.add_request(f"{tag}-{i}", TokensPrompt(prompt_token_ids=prompt), params)
+                pending[f"{tag}-{i}"] = i
+            while pending and engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in pending:
+                        yield pending.pop(out.request_id), self._completion(out.outputs[0])
+        finally:
+            if pending:
+                engine.abort_request(list(pending))
 
     def _completion(self, out) -> Completion:
         ids = list(out.token_ids)

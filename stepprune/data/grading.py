@@ -247,3 +247,31 @@ def grade(completion: str, gold: str, *, timeout: float = 5.0) -> Grade:
     """Extract the final answer from ``completion`` and verify it against ``gold``."""
     extracted = extract_answer(completion)
     return Grade(extracted=extracted, correct=verify(extracted, gold, timeout=timeout))
+
+
+_MENTION_RE = re.compile(
+    r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?%?|-?\.\d+%?"
+)
+_FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}")
+
+
+def states_value(text: str, answer: str | None) -> bool:
+    """Whether ``text`` states the value ``answer`` in the grader's normalised form.
+
+    A numeric answer is stated when any number written in the text (``1,000``, ``-3.5``, ``1/2``,
+    ``\\frac{1}{2}``, ``50%``, a ``\\boxed{}`` content) equals it as ``verify`` compares numbers
+    (``0.5`` states ``1/2``). Another answer is stated when its normalised text (case, spaces,
+    punctuation and ``\\text{}`` wrappers ignored) occurs in the normalised text.
+    """
+    if not answer or not str(answer).strip() or not text:
+        return False
+    target = _plain_number(str(answer))
+    if target is None:
+        key = _text_key(str(answer))
+        return bool(key) and key in _text_key(text)
+    text = _FRAC_RE.sub(lambda m: f" {m.group(1)}/{m.group(2)} ", text)
+    for match in _MENTION_RE.finditer(text):
+        found = _plain_number(re.sub(r"\s+", "", match.group(0)))
+        if found is not None and _numbers_equal(found, target):
+            return True
+    return False

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from stepprune.pruning.select import ROW_COLUMNS
+from stepprune.pruning.facts import FACT_COLUMNS
+from stepprune.pruning.select import row_columns
 from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_nulls
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,7 @@ KEYS = ["problem_id", "sample_index"]
 RESULT_KEY = list(EVAL_RESULTS.key)
 # Answering needs the prompt ids and the CoT format on top of what prune reads; the token
 # control also needs every token and its entropy, which are the largest columns by far.
-EVAL_COLUMNS = [*ROW_COLUMNS, "prompt_token_ids", "think_format", "n_steps"]
-TOKEN_COLUMNS = ["token_ids", "token_entropies"]
+EVAL_EXTRA = ["prompt_token_ids", "think_format", "n_steps"]
 
 
 def check_tokenizer(df, tokenizer, path, label: str) -> None:
@@ -47,7 +47,7 @@ def build_variants(files, cfg, specs, tokenizer, done: set, label: str):
     from stepprune.cot.spans import check_step_spans
     from stepprune.pruning.select import check_unique, prune_frame
 
-    columns = EVAL_COLUMNS + (TOKEN_COLUMNS if "token" in cfg.strategies else [])
+    columns = row_columns(cfg.strategies, cfg.score) + EVAL_EXTRA
     frames, remaining, seen = [], cfg.limit, None
     for path in files:
         if remaining is not None and remaining <= 0:
@@ -64,7 +64,8 @@ def build_variants(files, cfg, specs, tokenizer, done: set, label: str):
         check_tokenizer(df, tokenizer, path, label)
         df = df.with_row_index("_r").with_columns(_t=pl.lit(path.name) + pl.col("_r").cast(str))
         for spec in specs:
-            frames.append(_variant_rows(prune_frame(df, spec, tokenizer, path), spec, cfg))
+            pruned = prune_frame(df, spec, tokenizer, path, facts=True)
+            frames.append(_variant_rows(pruned, spec, cfg))
     if not frames:
         return pl.DataFrame()
     variants = pl.concat(frames)
@@ -110,6 +111,7 @@ def _variant_rows(pruned, spec, cfg):
         kept_thinking_tokens=pl.col("kept_thinking_tokens").cast(pl.Int32),
         original_tokens=pl.col("n_tokens").cast(pl.Int32),
         original_correct="correct",
+        **{name: name for name in FACT_COLUMNS},
         answer_lead_in=lead,
         _continuation=body + lead,
     )

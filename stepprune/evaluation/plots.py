@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 STYLE = {"low": "C0", "high": "C3", "random": "C7", "token": "C2"}
+STYLE.update({"random-matched": "C8", "high-matched": "C1", "answer-first": "C4"})
 
 
 def _panels(curve, sharey: bool):
@@ -128,6 +129,31 @@ def plot_bench_frontier(table, path: Path) -> None:
         ax.set_xlabel("mean completion tokens")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (pass@1, 95% CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_frontier(curve, path: Path, level: float = 0.95) -> None:
+    """Accuracy against mean thinking tokens kept, every kappa pooled on one cost axis: one
+    curve per strategy with its CI band, so strategies are compared at equal cost, not equal
+    kappa. One panel per source."""
+    import polars as pl
+
+    plt, fig, panels = _panels(curve, sharey=True)
+    for source, ax in panels:
+        part = curve.filter(pl.col("source") == source)
+        for i, (strategy, g) in enumerate(part.group_by("strategy", maintain_order=True)):
+            g = g.sort("kept_thinking_tokens")
+            color = STYLE.get(strategy[0], f"C{(i + 4) % 10}")
+            x = g["kept_thinking_tokens"]
+            ax.plot(x, g["accuracy"], marker="o", ms=3, color=color, label=strategy[0])
+            ax.fill_between(x, g["ci_low"], g["ci_high"], color=color, alpha=0.12)
+        ax.set_title(source)
+        ax.set_xlabel("mean thinking tokens kept")
+        ax.grid(alpha=0.3)
+    panels[0][1].set_ylabel(f"accuracy ({level:.0%} bootstrap CI)")
+    panels[0][1].legend(title="strategy", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -47,7 +47,9 @@ def curve_table(results, cfg):
     ):
         correct = g["correct"].cast(pl.Float64).to_numpy()
         low, high = _ci(correct, g, cfg)
-        n_samples = int(g.group_by("_group").len()["len"].min())
+        n_samples = int(
+            g.filter(pl.col("seed") == g["seed"].min()).group_by("_group").len()["len"].min()
+        )
         kept = float(g["kept_thinking_tokens"].mean())
         orig = float(g["original_thinking_tokens"].mean())
         acc = float(correct.mean())
@@ -69,12 +71,21 @@ def curve_table(results, cfg):
                 samples_per_problem=n_samples,
                 # Pass@n over each problem's n sampled CoTs, pruned alike; n = the fewest any
                 # problem has. With one CoT per problem it equals accuracy, so it is left out.
-                pass_at_n=mean_pass_at_k(g["_group"], correct, n_samples)
-                if n_samples > 1
-                else None,
+                pass_at_n=_pass_at_n(g, n_samples),
             )
         )
     return pl.DataFrame(rows, infer_schema_length=None).sort(["source", "strategy", "kappa"])
+
+
+def _pass_at_n(g, n_samples: int):
+    """Pass@n over each problem's n sampled CoTs, pruned alike (one selection seed); with one
+    CoT per problem it equals accuracy, so it is left out."""
+    import polars as pl
+
+    if n_samples <= 1:
+        return None
+    first = g.filter(pl.col("seed") == g["seed"].min())
+    return mean_pass_at_k(first["_group"], first["correct"].cast(pl.Float64).to_numpy(), n_samples)
 
 
 def paired_differences(results, cfg, against: str = "low"):
@@ -82,9 +93,17 @@ def paired_differences(results, cfg, against: str = "low"):
     trajectories, with a paired bootstrap CI: the honest test of "low beats random"."""
     import polars as pl
 
-    wide = results.pivot(
-        on="strategy", index=["source", "problem_id", "sample_index", "kappa"], values="correct"
-    ).with_columns(_group=_group_expr())
+    # a strategy run at several seeds counts once per trajectory: the mean over its seeds
+    wide = (
+        results.with_columns(pl.col("correct").cast(pl.Float64))
+        .pivot(
+            on="strategy",
+            index=["source", "problem_id", "sample_index", "kappa"],
+            values="correct",
+            aggregate_function="mean",
+        )
+        .with_columns(_group=_group_expr())
+    )
     rows = []
     others = [s for s in cfg.strategies if s != against and s in wide.columns]
     if against not in wide.columns:
@@ -191,12 +210,42 @@ def write_report(cfg, files) -> dict:
         ]
         if diffs.height:
             sections += ["", "## Paired differences (same trajectories)", "", _markdown(diffs)]
+        sections += _honest_sections(results, files, curve, cfg, out, summary)
         summary.update(
             results=results.height, curve=curve.filter(pl.col("source") == ALL).to_dicts()
         )
     (out / "summary.md").write_text("\n".join(sections) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
     return summary
+
+
+def _honest_sections(results, files, curve, cfg, out: Path, summary: dict) -> list[str]:
+    """The equal-cost tables (``evaluation.honest``), their CSVs, the frontier plot."""
+    from stepprune.evaluation import honest
+    from stepprune.evaluation.plots import plot_frontier
+
+    steps = honest.generation_steps(files)
+    tables = {
+        "matched": (
+            "Matched budgets: thinking tokens removed minus low's",
+            honest.matched_gap(results),
+        ),
+        "restatement": (
+            "Does the kept thinking still state the answer?",
+            honest.restatement(results),
+        ),
+        "step_classes": ("Which steps each strategy prunes", honest.step_classes(results, steps)),
+        "scores": ("Step scores against `sum` (Spearman)", honest.score_correlations(steps)),
+    }
+    line = honest.headline(results, cfg)
+    summary["headline"] = line
+    sections = ["", "## At equal cost", "", line]
+    for name, (title, table) in tables.items():
+        if table.height:
+            table.write_csv(out / f"{name}.csv")
+            sections += ["", f"### {title}", "", _markdown(table)]
+    plot_frontier(curve, out / "frontier.png", cfg.ci_level)
+    return sections
 
 
 def _jsonable(value):
@@ -210,13 +259,15 @@ def format_report(summary: dict) -> str:
     lines = [f"{'source':<18}{'n':>6}{'ACC':>8}{'LEN':>9}"]
     for row in summary["plain"]:
         lines.append(f"{row['source']:<18}{row['n']:>6}{row['acc']:>8.3f}{row['len']:>9.1f}")
+    if summary.get("headline"):
+        lines.append(f"\n{summary['headline']}")
     if summary.get("curve"):
         lines.append(f"\n{summary['results']} pruned-CoT results (all sources):")
-        lines.append(f"{'strategy':<10}{'kappa':>6}{'acc':>8}{'95% CI':>16}{'kept tok':>10}")
+        lines.append(f"{'strategy':<15}{'kappa':>6}{'acc':>8}{'95% CI':>16}{'kept tok':>10}")
         for r in summary["curve"]:
             ci = f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
             lines.append(
-                f"{r['strategy']:<10}{r['kappa']:>6.2f}{r['accuracy']:>8.3f}{ci:>16}"
+                f"{r['strategy']:<15}{r['kappa']:>6.2f}{r['accuracy']:>8.3f}{ci:>16}"
                 f"{r['kept_thinking_tokens']:>10.1f}"
             )
     return "\n".join(lines)

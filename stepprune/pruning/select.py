@@ -4,11 +4,16 @@
 ``pruned_columns`` turns its output into the ``pruned`` schema's columns.
 
 Rules (README "Pruning"):
-- Rank a trajectory's N thinking steps by step entropy (``score``: sum or mean of token
-  entropies), lowest first for ``low`` (the paper), highest first for ``high``, by a seeded
-  hash for ``random``; ties go to the earlier step. Skip the first floor(kappa*N) of that order
+- Rank a trajectory's N thinking steps by their score (``pruning.scores``: sum, mean, sampled
+  or surprisal), lowest first for ``low`` (the paper), highest first for ``high``, by a seeded
+  hash for ``random``, answer-stating steps first for ``answer-first`` (``pruning.facts``; then
+  lowest score); ties go to the earlier step. Skip the first floor(kappa*N) of that order
   (``budget="steps"``), or, with ``budget="tokens"``, every step whose cumulative token count in
   that order stays within floor(kappa*T), T the steps' total tokens.
+- ``random-matched`` and ``high-matched`` remove as many thinking tokens as ``low`` does on the
+  same trajectory at the same kappa (with the same score and budget): in their own order they
+  skip the first m steps, m (0 <= m <= N) making the pruned tokens closest to ``low``'s, the
+  smaller m on a tie. The achieved difference is reported by eval.
 - ``protect_ends`` keeps the first and last step out of the candidates (k <= N-2).
 - The compressed thinking keeps every separator and kept step verbatim and puts ``[SKIP]`` in
   place of each pruned step (``merge_skips``: one ``[SKIP]`` per run of pruned steps), so
@@ -19,14 +24,18 @@ Rules (README "Pruning"):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from stepprune.pruning.scores import LOGPROB_SCORES, SCORES, step_scores
+
 SKIP = "[SKIP]"
-STRATEGIES = ("low", "high", "random", "token")
+STRATEGIES = ("low", "high", "random", "token", "random-matched", "high-matched", "answer-first")
+MATCHED = ("random-matched", "high-matched")
 _EPS = 1e-9  # floor(0.29 * 100) must be 29, not 28
 
 # Generations columns copied unchanged into the pruned schema.
@@ -50,7 +59,14 @@ ROW_COLUMNS = [
     "n_tokens",
     "prompt",
     "steps",
+    "extracted_answer",
 ]
+
+
+def row_columns(strategies, score: str) -> list[str]:
+    """The generations columns pruning with these strategies and score reads."""
+    extra = ["token_ids", "token_entropies"] if "token" in strategies else []
+    return ROW_COLUMNS + extra + (["token_logprobs"] if score in LOGPROB_SCORES else [])
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,7 @@ class PruneSpec:
             raise ValueError(f"kappa must be in [0, 1], got {self.kappa!r}")
         for name, value, allowed in (
             ("strategy", self.strategy, STRATEGIES),
-            ("score", self.score, ("sum", "mean")),
+            ("score", self.score, SCORES),
             ("budget", self.budget, ("steps", "tokens")),
         ):
             if value not in allowed:
@@ -87,37 +103,45 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 def _order_key(steps: pl.DataFrame, spec: PruneSpec) -> pl.Series:
-    if spec.strategy == "random":
+    if spec.strategy.startswith("random"):
         with np.errstate(over="ignore"):
             row = steps["_rowhash"].to_numpy().astype(np.uint64)
             idx = steps["index"].to_numpy().astype(np.uint64)
             seed = _splitmix64(np.array([spec.seed], dtype=np.uint64))[0]
             key = _splitmix64(_splitmix64(row ^ seed) + idx)
         return pl.Series("_key", key >> np.uint64(11)).cast(pl.Float64)
-    score = steps["entropy_sum" if spec.score == "sum" else "entropy_mean"].cast(pl.Float64)
-    return (-score if spec.strategy == "high" else score).alias("_key")
+    score = steps["_score"]
+    return (-score if spec.strategy.startswith("high") else score).alias("_key")
 
 
-def select(steps: pl.DataFrame, spec: PruneSpec) -> pl.Series:
-    """Boolean skip mask for ``steps`` (one row per step: _r, index, n_tokens, scores...).
-
-    ``steps`` must be ordered by (_r, index); the mask is returned in that order.
-    """
-    if spec.strategy == "token":
-        spec = PruneSpec(**{**spec.__dict__, "strategy": "low"})
+def _ranked(steps: pl.DataFrame, spec: PruneSpec) -> pl.DataFrame:
+    """Steps with their rank in the strategy's order (candidates first) and row counts."""
+    first = steps["_states"] if spec.strategy == "answer-first" else pl.repeat(False, steps.height)
     df = steps.select("_r", "index", "n_tokens").with_columns(
-        _key=_order_key(steps, spec), _pos=pl.int_range(pl.len())
+        _key=_order_key(steps, spec), _pos=pl.int_range(pl.len()), _first=first
     )
-    n = pl.len().over("_r")
     candidate = pl.lit(True)
     if spec.protect_ends:
         candidate = (pl.col("index") > pl.col("index").min().over("_r")) & (
             pl.col("index") < pl.col("index").max().over("_r")
         )
-    df = df.with_columns(_cand=candidate, _n=n)
+    df = df.with_columns(_cand=candidate, _n=pl.len().over("_r"))
     # Non-candidates sort last; among equal keys the earlier step comes first.
-    ranked = df.sort(["_r", "_cand", "_key", "index"], descending=[False, True, False, False])
-    ranked = ranked.with_columns(_rank=pl.int_range(pl.len()).over("_r"))
+    order = ["_r", "_cand", "_first", "_key", "index"]
+    ranked = df.sort(order, descending=[False, True, True, False, False])
+    return ranked.with_columns(_rank=pl.int_range(pl.len()).over("_r"))
+
+
+def select(steps: pl.DataFrame, spec: PruneSpec) -> pl.Series:
+    """Boolean skip mask for ``steps`` (one row per step: _r, index, n_tokens, _score...).
+
+    ``steps`` must be ordered by (_r, index); the mask is returned in that order.
+    """
+    if spec.strategy == "token":
+        spec = dataclasses.replace(spec, strategy="low")
+    if spec.strategy in MATCHED:
+        return _select_matched(steps, spec)
+    ranked = _ranked(steps, spec)
     if spec.budget == "steps":
         k = ((pl.col("_n") * spec.kappa) + _EPS).floor().cast(pl.Int64)
         if spec.protect_ends:
@@ -128,6 +152,23 @@ def select(steps: pl.DataFrame, spec: PruneSpec) -> pl.Series:
         cap = ((total * spec.kappa) + _EPS).floor()
         skip = pl.col("_cand") & (pl.col("n_tokens").cum_sum().over("_r") <= cap)
     return ranked.with_columns(_skip=skip).sort("_pos")["_skip"]
+
+
+def _select_matched(steps: pl.DataFrame, spec: PruneSpec) -> pl.Series:
+    """Skip the prefix of the control's order whose tokens come closest to ``low``'s."""
+    low = select(steps, dataclasses.replace(spec, strategy="low"))
+    target = steps.select("_r", t=pl.col("n_tokens") * low).group_by("_r").agg(pl.col("t").sum())
+    own = dataclasses.replace(spec, strategy=spec.strategy.removesuffix("-matched"))
+    ranked = _ranked(steps, own).join(target, on="_r", how="left")
+    cum = pl.when(pl.col("_cand")).then(pl.col("n_tokens")).otherwise(0).cum_sum().over("_r")
+    ranked = ranked.with_columns(_gap=(cum - pl.col("t")).abs().cast(pl.Float64))
+    ranked = ranked.with_columns(
+        _gap=pl.when(pl.col("_cand")).then(pl.col("_gap")).otherwise(float("inf"))
+    )
+    best = pl.col("_gap").min().over("_r")
+    # m = 0 (skip nothing) wins ties: its gap is the target itself
+    m = pl.when(pl.col("t") <= best).then(0).otherwise(pl.col("_gap").arg_min().over("_r") + 1)
+    return ranked.with_columns(_skip=pl.col("_rank") < m).sort("_pos")["_skip"]
 
 
 def compress(rows: pl.DataFrame, steps: pl.DataFrame, mask: pl.Series, merge: bool) -> pl.DataFrame:
@@ -186,8 +227,10 @@ def check_unique(df: pl.DataFrame, seen: pl.DataFrame | None, origin) -> pl.Data
     return keys.drop("_row") if seen is None else pl.concat([seen, keys.drop("_row")])
 
 
-def prune_frame(df: pl.DataFrame, spec: PruneSpec, tokenizer, origin) -> pl.DataFrame:
-    """``df`` (rows with _row, _r, steps, thinking...) plus the compression columns of ``spec``.
+def prune_frame(df: pl.DataFrame, spec: PruneSpec, tokenizer, origin, facts: bool = False):
+    """``df`` (rows with _row, _r, steps, thinking...) plus the compression columns of ``spec``;
+    with ``facts``, also ``pruning.facts.FACT_COLUMNS`` (what was removed, what still states
+    the answer).
 
     The one pruning path shared by ``prune`` and ``eval``; ``origin`` names the file in errors.
     """
@@ -196,18 +239,28 @@ def prune_frame(df: pl.DataFrame, spec: PruneSpec, tokenizer, origin) -> pl.Data
     if bad.height:
         row = df.filter(pl.col("_r") == bad["_r"][0])["_row"][0]
         raise ValueError(f"{origin}: row {row}: step entropy is NaN; no output was written")
-    if spec.strategy == "random":
+    if spec.strategy.startswith("random"):
         import zlib
 
         keys = [f"{a}\x00{b}" for a, b in zip(df["problem_id"], df["sample_index"], strict=True)]
         hashes = pl.Series("_rowhash", [zlib.crc32(k.encode()) for k in keys], dtype=pl.UInt64)
         steps = steps.join(df.select("_r", hashes), on="_r", how="left", maintain_order="left")
+    steps = steps.with_columns(step_scores(df, steps, spec.score))
+    if facts or spec.strategy == "answer-first":
+        from stepprune.pruning.facts import step_facts
+
+        steps = step_facts(df, steps)
     mask = select(steps, spec)
     comp = compress(df, steps, mask, spec.merge_skips)
     if tokenizer is not None and spec.strategy == "token":
         from stepprune.pruning.tokens import token_compress
 
         comp = token_compress(df, comp, tokenizer)
+    if facts:
+        from stepprune.pruning.facts import fact_columns, kept_states_answer
+
+        comp = comp.join(fact_columns(df, steps, mask), on="_r", how="left")
+        comp = kept_states_answer(df, comp)
     return df.join(comp, on="_r", how="left", maintain_order="left")
 
 
@@ -234,7 +287,7 @@ def pruned_columns(df: pl.DataFrame, spec: PruneSpec):
         original_thinking_tokens=n_think,
         kept_thinking_tokens="kept_thinking_tokens",
         compression_ratio=ratio.cast(pl.Float32),
-        kappa=pl.lit(spec.kappa, pl.Float32),
+        kappa=(pl.col("_kappa") if "_kappa" in df.columns else pl.lit(spec.kappa)).cast(pl.Float32),
         strategy=pl.lit(spec.strategy),
         score=pl.lit(spec.score),
         budget=pl.lit(spec.budget),

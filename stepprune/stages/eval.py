@@ -45,8 +45,13 @@ class EvalConfig:
     backend: str = "hf"  # hf | vllm
     dtype: str = "auto"
     kappas: list = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    strategies: list = field(default_factory=lambda: ["low", "high", "random", "token"])
-    score: str = "sum"
+    strategies: list = field(
+        default_factory=lambda: [
+            *("low", "high", "random", "token", "random-matched", "high-matched", "answer-first")
+        ]
+    )
+    random_seeds: int = 3  # random and random-matched run at seeds seed, seed+1, ...
+    score: str = "sum"  # sum | mean | sampled | surprisal (pruning.scores)
     budget: str = "steps"
     protect_ends: bool = False
     merge_skips: bool = False
@@ -68,7 +73,7 @@ class EvalConfig:
     overwrite: bool = False  # replace results made with other answer settings
 
     def __post_init__(self) -> None:
-        for name in ("bootstrap", "answer_tokens", "batch_size", "rows_per_shard"):
+        for name in ("bootstrap", "answer_tokens", "batch_size", "rows_per_shard", "random_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("limit", "max_prompt_tokens"):
@@ -86,8 +91,18 @@ class EvalConfig:
     def specs(self) -> list:
         from stepprune.pruning.select import PruneSpec
 
-        args = (self.score, self.budget, self.protect_ends, self.merge_skips, self.seed)
-        return [PruneSpec(float(k), s, *args) for s in self.strategies for k in self.kappas]
+        args = (self.score, self.budget, self.protect_ends, self.merge_skips)
+        return [
+            PruneSpec(float(k), s, *args, seed)
+            for s in self.strategies
+            for seed in self.seeds(s)
+            for k in self.kappas
+        ]
+
+    def seeds(self, strategy: str) -> list[int]:
+        """The selection seeds a strategy runs at: several for the random ones."""
+        n = self.random_seeds if strategy.startswith("random") else 1
+        return [self.seed + i for i in range(n)]
 
 
 def run(cfg: EvalConfig) -> dict:

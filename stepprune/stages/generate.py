@@ -68,7 +68,7 @@ class GenerateConfig(SamplingOptions):
     shard_index: int = 0
     rescore: bool = False  # after a top-k backend, replace entropies by exact teacher-forced ones
     rescore_dtype: str = "auto"  # auto: the generating engine's dtype; float32: as before
-    rescore_token_budget: int = 16384  # padded tokens per rescoring forward pass
+    rescore_token_budget: int | None = None  # padded tokens per pass; None: 16384 GPU, 1 CPU
     grade_timeout: float = 5.0
 
     def __post_init__(self) -> None:
@@ -227,12 +227,12 @@ def _generate_items(cfg: GenerateConfig, items: list, out) -> tuple:
     with writer:
         for start in range(0, len(items), cfg.batch_size):
             batch = items[start : start + cfg.batch_size]
-            rows = _generate_batch(cfg, backend, batch, info)
-            writer.write(rows)
-            writer.maybe_flush()
-            n_tok += sum(r["n_tokens"] for r in rows)
-            bar.update(len(batch))
-            bar.set_postfix(tok_s=f"{n_tok / (time.monotonic() - started):.1f}")
+            for rows in _generate_batch(cfg, backend, batch, info):
+                writer.write(rows)
+                writer.maybe_flush()
+                n_tok += sum(r["n_tokens"] for r in rows)
+                bar.update(len(rows))
+                bar.set_postfix(tok_s=f"{n_tok / (time.monotonic() - started):.1f}")
     bar.close()
     return backend, time.monotonic() - started
 
@@ -274,7 +274,9 @@ def _sampling_record(cfg: GenerateConfig, backend) -> dict:
     return record
 
 
-def _generate_batch(cfg, backend, batch, info) -> list[dict]:
+def _generate_batch(cfg, backend, batch, info):
+    """Yield the batch's rows as they are ready: one at a time from a streaming backend (vLLM,
+    whose batch can be a whole set), all at once from the others."""
     from stepprune.cot.trajectory import build_row
 
     prompts = [render_prompt(backend.tokenizer, cfg, p.problem) for p, _ in batch]
@@ -282,11 +284,20 @@ def _generate_batch(cfg, backend, batch, info) -> list[dict]:
     # same way a fresh run with the same batch composition would.
     first_problem, first_sample = batch[0]
     seed = cfg.seed * 1_000_003 + abs(hash_id(first_problem.id)) % 1_000_003 + first_sample
-    comps = backend.generate([ids for _, ids in prompts], sampling_spec(cfg, seed))
-    return [
-        build_row(p, s, text, ids, c, backend.tokenizer, backend.stop_ids, info, seed)
-        for (p, s), (text, ids), c in zip(batch, prompts, comps, strict=True)
-    ]
+    spec = sampling_spec(cfg, seed)
+
+    def row(i, comp):
+        (problem, sample), (text, ids) = batch[i], prompts[i]
+        return build_row(
+            problem, sample, text, ids, comp, backend.tokenizer, backend.stop_ids, info, seed
+        )
+
+    token_ids = [ids for _, ids in prompts]
+    if hasattr(backend, "generate_stream"):
+        for i, comp in backend.generate_stream(token_ids, spec):
+            yield [row(i, comp)]
+    else:
+        yield [row(i, c) for i, c in enumerate(backend.generate(token_ids, spec))]
 
 
 def hash_id(text: str) -> int:

@@ -28,9 +28,14 @@ WRITERS = 2
 class PruneConfig:
     input: str = ""
     out: str = "runs/prune"
-    kappa: float = 0.8
-    strategy: str = "low"  # low | high | random | token
-    score: str = "sum"  # sum | mean of token entropies
+    kappa: float | str = 0.8  # or "verified": each row at its eval-verified kappa (``eval``)
+    strategy: str = (
+        "low"  # low | high | random | token | random-matched | high-matched | answer-first
+    )
+    eval: str | None = None  # with kappa "verified": the eval run of the same generations
+    verified_strategy: str = "low"  # whose correct answers verify a kappa
+    unverified: str = "keep"  # rows no kappa > 0 keeps correct: keep (unpruned) | drop
+    score: str = "sum"  # sum | mean of token entropies | sampled | surprisal (pruning.scores)
     budget: str = "steps"  # steps | tokens
     protect_ends: bool = False
     merge_skips: bool = False
@@ -47,7 +52,7 @@ class PruneConfig:
         from stepprune.pruning.select import PruneSpec
 
         return PruneSpec(
-            self.kappa,
+            0.0 if self.kappa == "verified" else self.kappa,
             self.strategy,
             self.score,
             self.budget,
@@ -58,7 +63,6 @@ class PruneConfig:
 
 
 def run(cfg: PruneConfig) -> dict:
-
     from stepprune.card import write_card
     from stepprune.schema import GENERATIONS, check_file
     from stepprune.shards import check_apart, shard_files
@@ -80,6 +84,7 @@ def run(cfg: PruneConfig) -> dict:
     tokenizer = _tokenizer(cfg) if spec.strategy == "token" else None
     staging = _staging_dir(out)
     stats = PruneStats()
+    stats.verified = _verified(cfg, files)
     try:
         _prune_shards(files, spec, cfg, tokenizer, stats, staging)
         write_card(staging, cfg, stats, files)
@@ -90,6 +95,29 @@ def run(cfg: PruneConfig) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return stats.summary()
+
+
+def _verified(cfg: PruneConfig, files):
+    """With ``kappa: verified``, each trajectory's verified kappa (``pruning.verified``),
+    checked against the input; else None."""
+    if cfg.kappa != "verified":
+        if isinstance(cfg.kappa, str):
+            raise ValueError(f"kappa must be a number in [0, 1] or 'verified', got {cfg.kappa!r}")
+        return None
+    import polars as pl
+
+    from stepprune.pruning.verified import check_same_run, verified_kappas
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import read_table
+
+    if not cfg.eval:
+        raise ValueError("--kappa verified needs --eval RUN, an eval run of these generations")
+    if cfg.unverified not in ("keep", "drop"):
+        raise ValueError(f"unverified must be keep or drop, got {cfg.unverified!r}")
+    verified = verified_kappas(cfg.eval, cfg.verified_strategy)
+    cols = ["problem_id", "sample_index", "n_tokens"]
+    check_same_run(verified, pl.from_arrow(read_table(files, GENERATIONS, cols)), cfg.eval)
+    return verified
 
 
 def _prune_shards(files, spec, cfg: PruneConfig, tokenizer, stats, staging: Path) -> None:
@@ -103,16 +131,17 @@ def _prune_shards(files, spec, cfg: PruneConfig, tokenizer, stats, staging: Path
     """
     from tqdm.auto import tqdm
 
+    from stepprune.pruning.select import row_columns
     from stepprune.schema import PRUNED, validate_table
 
-    with_tokens = tokenizer is not None
+    cols = row_columns([spec.strategy], spec.score)
     with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(WRITERS) as writer:
         pending: list = []
-        ahead = reader.submit(read_shard, files[0], with_tokens)
+        ahead = reader.submit(read_shard, files[0], cols)
         for i, f in enumerate(tqdm(files, unit="shard", desc="prune", dynamic_ncols=True)):
             table = ahead.result()
             if i + 1 < len(files):
-                ahead = reader.submit(read_shard, files[i + 1], with_tokens)
+                ahead = reader.submit(read_shard, files[i + 1], cols)
             table = prune_file(f, spec, cfg, tokenizer, stats, table)
             table = validate_table(table, PRUNED, str(f))
             if len(pending) == WRITERS:
@@ -176,6 +205,8 @@ class PruneStats:
         self.keys = None  # (problem_id, sample_index) of every input row so far
         self.steps: list = []
         self.skipped: list = []
+        self.kappas: list = []
+        self.verified = None  # kappa "verified": each trajectory's kappa from the eval run
 
     def add(self, table) -> None:
         import numpy as np
@@ -188,6 +219,7 @@ class PruneStats:
         self.reductions.append(100 * (orig - kept) / np.maximum(orig, 1))
         self.steps.append(table.column("n_steps").to_numpy())
         self.skipped.append(table.column("n_skipped").to_numpy())
+        self.kappas.append(table.column("kappa").to_numpy())
 
     def reduction(self):
         import numpy as np
@@ -216,7 +248,15 @@ class PruneStats:
                 "p50": pct[1],
                 "p90": pct[2],
             },
+            "kappa_counts": self.kappa_counts(),
         }
+
+    def kappa_counts(self) -> dict[str, int]:
+        import numpy as np
+
+        kappas = np.concatenate(self.kappas) if self.kappas else np.zeros(0)
+        values, counts = np.unique(np.round(kappas, 4), return_counts=True)
+        return {f"{v:g}": int(c) for v, c in zip(values, counts, strict=True)}
 
 
 def _filter(df, cfg: PruneConfig, stats: PruneStats):
@@ -234,14 +274,12 @@ def _filter(df, cfg: PruneConfig, stats: PruneStats):
     return df
 
 
-def read_shard(path: Path, with_tokens: bool):
+def read_shard(path: Path, cols: list[str]):
     import pyarrow.parquet as pq
 
     from stepprune.cot.spans import check_step_spans
-    from stepprune.pruning.select import ROW_COLUMNS
     from stepprune.schema import GENERATIONS, check_nulls
 
-    cols = ROW_COLUMNS + (["token_ids", "token_entropies"] if with_tokens else [])
     table = pq.read_table(path, columns=cols)
     check_nulls(table, GENERATIONS, str(path))
     check_step_spans(table, str(path))
@@ -252,14 +290,20 @@ def prune_file(path: Path, spec, cfg: PruneConfig, tokenizer, stats: PruneStats,
     """One generations shard (``table``: its columns, already read) -> one pruned Arrow table."""
     import polars as pl
 
-    from stepprune.pruning.select import check_unique, prune_frame, pruned_columns
+    from stepprune.pruning.select import check_unique, prune_frame, pruned_columns, row_columns
 
     if table is None:
-        table = read_shard(path, tokenizer is not None)
+        table = read_shard(path, row_columns([spec.strategy], spec.score))
     df = pl.from_arrow(table).with_row_index("_row")
     del table
     stats.keys = check_unique(df, stats.keys, path)
     df = _filter(df, cfg, stats).with_row_index("_r")
-    table = pruned_columns(prune_frame(df, spec, tokenizer, path), spec)
+    if stats.verified is None:
+        table = pruned_columns(prune_frame(df, spec, tokenizer, path), spec)
+    else:
+        from stepprune.pruning.verified import prune_by_kappa, row_kappas
+
+        df = row_kappas(df, stats.verified, cfg.unverified)
+        table = pruned_columns(prune_by_kappa(df, spec, tokenizer, path), spec)
     stats.add(table)
     return table

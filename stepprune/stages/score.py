@@ -27,7 +27,7 @@ class ScoreConfig:
     model: str | None = None  # must be the generating model for generations shards
     dtype: str = "auto"  # auto: the generation's dtype recorded in the rows, else float32 on CPU
     chunk: int = 256  # head positions per log-softmax (memory: chunk x vocab floats)
-    token_budget: int = 16384  # padded tokens per forward pass (memory: budget x hidden)
+    token_budget: int | None = None  # padded tokens per pass; None: 16384 on GPU, 1 on CPU
     group_rows: int = 256  # rows read, planned into batches and written together
     problem_field: str | None = None
     answer_field: str | None = None
@@ -42,7 +42,7 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         for name in ("chunk", "rows_per_shard", "token_budget", "group_rows"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
