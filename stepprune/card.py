@@ -15,7 +15,7 @@ def _settings(cfg) -> list[tuple[str, object]]:
     verified = []
     if cfg.kappa == "verified":
         verified = [
-            ("kappa verified by", f"{cfg.eval} (strategy {cfg.verified_strategy})"),
+            ("kappa verified by", f"{cfg.eval} (strategy {cfg.strategy}, seed {cfg.seed})"),
             ("unverified rows", cfg.unverified),
         ]
     return [

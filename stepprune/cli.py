@@ -86,12 +86,25 @@ def _run_locked_error():
     return RunLockedError
 
 
-class Stopped(Exception):
-    """SIGTERM (a scheduler's preemption) or SIGINT (Ctrl-C) arrived during a resumable stage."""
+class Stopped(BaseException):
+    """SIGTERM (a scheduler's preemption) arrived during a resumable stage. A BaseException,
+    like KeyboardInterrupt, so that no ``except Exception`` on the way (the grader's) eats it."""
 
 
 # Stages whose buffered rows are flushed on SIGTERM/SIGINT and which resume from their output.
-RESUMABLE = ("generate", "score", "eval")
+RESUMABLE = ("generate", "score", "eval", "bench")
+
+
+def _saved_rows(stage: str, out: str) -> int:
+    """Rows a resumable stage has on disk: its shards, staged rows and per-pair subfolders."""
+    from stepprune.shards import count_rows
+
+    root = Path(out)
+    if stage == "eval":
+        return count_rows(root / "results")
+    if stage == "bench":
+        return sum(count_rows(d) for d in root.glob("generations/*/*"))
+    return count_rows(root) + sum(count_rows(d) for d in root.glob(".rescore-pending-*"))
 
 
 @contextlib.contextmanager
@@ -103,10 +116,7 @@ def _stoppable(stage: str, out: str):
         return
     import signal
 
-    from stepprune.shards import count_rows
-
-    where = Path(out) / "results" if stage == "eval" else Path(out)
-    before = count_rows(where)
+    before = _saved_rows(stage, out)
 
     def stop(signum, frame):
         raise Stopped(signal.Signals(signum).name)
@@ -116,9 +126,9 @@ def _stoppable(stage: str, out: str):
         yield
     except (Stopped, KeyboardInterrupt) as e:
         name = str(e) if isinstance(e, Stopped) else "SIGINT"
-        saved = count_rows(where)
+        saved = _saved_rows(stage, out)
         typer.secho(
-            f"error: stopped by {name}: {saved - before} new rows saved ({saved} in {where}); "
+            f"error: stopped by {name}: {saved - before} new rows saved ({saved} in {out}); "
             "rerun the same command to resume",
             fg=typer.colors.RED,
             err=True,

@@ -106,17 +106,27 @@ class RunLock:
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Hold SIGTERM and SIGINT back (main thread) until the block ends: a handler that raises
-    can then never cut a shard write from its bookkeeping."""
-    main = threading.current_thread() is threading.main_thread()
-    held = {signal.SIGTERM, signal.SIGINT}
-    if main:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """Hold SIGTERM and SIGINT back until the block ends, so that a handler that raises can
+    never cut a shard write from its bookkeeping. Recording handlers stand in for the block
+    (the kernel may deliver a signal to any thread, so a thread mask would not do); the
+    original handler then runs for each signal that came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGTERM, signal.SIGINT)
+    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
     try:
         yield
     finally:
-        if main:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for s in caught:
+            handler = old[s]
+            if callable(handler):
+                handler(s, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(s)
 
 
 def count_rows(out_dir: str | Path) -> int:

@@ -252,13 +252,14 @@ def test_state_is_saved_with_checkpoints_and_goes_on_exactly_after_a_kill(tiny_m
         _cli(model, problems, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 240
-    while not (out / "checkpoint-1" / "rl_state.json").exists():
+    while not (out / "checkpoint-1" / "trainer_state.json").exists():  # a complete checkpoint
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed = subprocess.run(_cli(model, problems, out, "--resume"), env=env, capture_output=True)
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
+    assert "resume from " in resumed.stderr.decode() and "checkpoint-" in resumed.stderr.decode()
 
     def state(path):
         return json.loads(path.read_text())["ceeh"]["questions"]

@@ -181,3 +181,18 @@ def test_unknown_lora_key_is_a_value_error_before_out_is_touched(
     with pytest.raises(ValueError, match="lora: .*rr"):  # the CLI reports ValueErrors
         run(cfg)
     assert (out / "keep.txt").exists()
+
+
+def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path):
+    from stepprune.stages.grpo import last_complete_checkpoint
+
+    for step, complete in ((2, True), (4, True), (6, False)):
+        path = tmp_path / f"checkpoint-{step}"
+        path.mkdir()
+        (path / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (path / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    (tmp_path / "checkpoint-10").mkdir()  # numbers, not names: 10 after 4
+    (tmp_path / "checkpoint-10" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")

@@ -96,8 +96,10 @@ def test_positive_only_update_equals_the_hand_update_from_positive_rollouts(eos_
     # ... and the logged ones are the same values in generation order
     assert list(trainer._logs["advantages"]) == pytest.approx([scale * v for v in values])
     zero = [a == 0 for a in adv]
-    assert all(batch["completion_mask"][i].sum() == 0 for i in range(4) if zero[i])
-    n_pos = int(batch["completion_mask"].sum())  # only positive rollouts count
+    loss_mask = batch["completion_mask"] * batch["tool_mask"]  # what TRL's loss counts
+    assert all(loss_mask[i].sum() == 0 for i in range(4) if zero[i])
+    assert all(batch["completion_mask"][i].sum() > 0 for i in range(4))  # attention intact
+    n_pos = int(loss_mask.sum())  # only positive rollouts count
     assert int(batch["num_items_in_batch"]) == n_pos
     expected = hand_update(eos_model, batch, adv, SGD["learning_rate"], n_pos)
     for name, delta in expected.items():
@@ -106,6 +108,8 @@ def test_positive_only_update_equals_the_hand_update_from_positive_rollouts(eos_
     logged = trainer.state.log_history[0]
     assert logged["eg/frac_positive"] == 0.5 and logged["rollouts/frac_positive_reward"] == 0.5
     assert logged["advantages/mean"] == pytest.approx(scale * sum(values) / 4)
+    # entropy over every rollout, not only the ones in the loss
+    assert logged["entropy/all_rollouts"] > 0
 
 
 def test_zero_rewards_count_in_the_normaliser_only_when_asked(eos_model, tmp_path):

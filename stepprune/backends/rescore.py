@@ -82,10 +82,13 @@ def teacher_forced_batch(
 def head_entropies(model, states, targets, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Entropy and target log-prob at each hidden state; the head takes ``chunk`` rows at a time."""
     head = model.get_output_embeddings()
-    softcap = getattr(model.config, "final_logit_softcapping", None)
+    config = model.config
+    softcap = getattr(config, "final_logit_softcapping", None)
+    # what some ForCausalLM.forward methods do to the head's output (Granite, Cohere)
+    scale = 1.0 / getattr(config, "logits_scaling", 1.0) * getattr(config, "logit_scale", 1.0)
     ents, lps = [], []
     for start in range(0, states.shape[0], chunk):
-        logits = head(states[start : start + chunk]).float()
+        logits = head(states[start : start + chunk]).float() * scale
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         logp, ent = logits_entropy(logits)

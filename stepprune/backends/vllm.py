@@ -40,7 +40,7 @@ class VLLMBackend:
         self._engine_kwargs = {k: v for k, v in engine_kwargs.items() if _jsonable(v)}
 
     def provenance(self) -> dict:
-        return {"engine_kwargs": self._engine_kwargs, "topk": self.topk}
+        return {"engine_kwargs": self._engine_kwargs, "topk": self.topk, "engine_dtype": self.dtype}
 
     def sampling_params(self, spec: SamplingSpec, seed: int):
         from vllm import SamplingParams

@@ -119,15 +119,20 @@ def main_table(rows, cfg):
         "benchmark", len_base=pl.col("len")
     )
     table = table.join(base, on="benchmark", how="left")
+    nan = float("nan")
     table = table.with_columns(
         reduction_pct=100.0 * (1.0 - pl.col("len") / pl.col("len_base")),
         l_acc=pl.struct("acc", "len", "len_base").map_elements(
-            lambda r: l_acc(r["acc"], r["len"], r["len_base"]), return_dtype=pl.Float64
+            lambda r: nan if r["len_base"] is None else l_acc(r["acc"], r["len"], r["len_base"]),
+            return_dtype=pl.Float64,
         ),
     ).drop("len_base")
     numeric = [c for c in table.columns if c not in ("benchmark", "model")]
     average = table.group_by("model", maintain_order=True).agg([pl.col(c).mean() for c in numeric])
-    average = average.with_columns(benchmark=pl.lit(AVERAGE)).select(table.columns)
+    # a mean of per-benchmark bounds is no interval: the average row has none
+    average = average.with_columns(
+        benchmark=pl.lit(AVERAGE), acc_low=pl.lit(nan), acc_high=pl.lit(nan)
+    ).select(table.columns)
     return pl.concat([table, average.cast(table.schema)])
 
 

@@ -73,9 +73,14 @@ def restatement(results):
 
 
 def step_classes(results, steps):
-    """``steps``: one row per generations step with ``arith`` and ``entropy_sum``."""
+    """``steps``: one row per generations step with ``arith`` and ``entropy_sum`` (the steps of
+    the evaluated trajectories only)."""
     import polars as pl
 
+    if not steps.height:
+        return pl.DataFrame()
+    evaluated = results.select("problem_id", "sample_index").unique()
+    steps = steps.join(evaluated, on=["problem_id", "sample_index"], how="semi")
     overall = steps.select(
         strategy=pl.lit("(all steps)"),
         kappa=pl.lit(None, pl.Float64),
@@ -96,10 +101,19 @@ def step_classes(results, steps):
     return pl.concat([overall.cast(per.schema), per])
 
 
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties sharing their average rank (as scipy's rankdata)."""
+    import polars as pl
+
+    return pl.Series(x).rank("average").to_numpy()
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 2:
         return float("nan")
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
@@ -107,6 +121,8 @@ def score_correlations(steps):
     """``steps``: one row per step with _r and a column per score."""
     import polars as pl
 
+    if not steps.height:
+        return pl.DataFrame()
     rows = []
     for score in ("mean", "sampled", "surprisal"):
         per = [
@@ -163,7 +179,8 @@ def generation_steps(files):
 
     frames, offset = [], 0
     for f in files:
-        df = pl.from_arrow(pq.read_table(f, columns=["steps", "token_logprobs"]))
+        cols = ["problem_id", "sample_index", "steps", "token_logprobs"]
+        df = pl.from_arrow(pq.read_table(f, columns=cols)).with_row_index("_row")
         df = df.with_row_index("_r", offset=offset)
         offset += df.height
         steps = df.select("_r", "steps").explode("steps").drop_nulls("steps").unnest("steps")
@@ -174,9 +191,13 @@ def generation_steps(files):
             surprisal=pl.Series(logprob_scores(df, steps, "surprisal")),
             arith=pl.Series([is_arithmetic(t) for t in steps["text"].to_list()], dtype=pl.Boolean),
         )
+        keys = df.select("_r", "problem_id", "sample_index")
+        steps = steps.join(keys, on="_r", how="left", maintain_order="left")
         frames.append(
             steps.filter(~pl.col("is_skip")).select(
                 "_r",
+                "problem_id",
+                "sample_index",
                 "arith",
                 "sampled",
                 "surprisal",

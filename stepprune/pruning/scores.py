@@ -31,12 +31,18 @@ def token_terms(logprobs: np.ndarray, score: str) -> np.ndarray:
 def logprob_scores(rows: pl.DataFrame, steps: pl.DataFrame, score: str) -> np.ndarray:
     """``score`` of every step of ``steps`` (ordered by _r, index) from its rows' token_logprobs.
 
-    One flat cumulative sum over all rows' tokens: a step's sum is the difference of two
-    entries, so no per-row list is copied per step.
+    Each step's terms are summed on their own (``np.add.reduceat`` over step boundaries), so a
+    step's score does not depend on where its row sits in the shard; a non-finite log-prob is
+    an error naming the row.
     """
     lengths = rows["token_logprobs"].list.len().to_numpy()
-    flat = rows["token_logprobs"].explode().drop_nulls().to_numpy()
-    cum = np.concatenate([[0.0], np.cumsum(token_terms(flat, score))])
+    flat = rows["token_logprobs"].explode().drop_nulls().to_numpy().astype(np.float64)
+    if not np.isfinite(flat).all():
+        bad = int(
+            np.searchsorted(np.cumsum(lengths), np.flatnonzero(~np.isfinite(flat))[0], "right")
+        )
+        raise ValueError(f"row {int(rows['_row'][bad])}: a token log-prob is not finite")
+    terms = np.append(token_terms(flat, score), 0.0)  # a trailing 0 so every bound is an index
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     row_ids = rows["_r"].to_numpy()
     by_row = np.zeros(int(row_ids.max()) + 1 if row_ids.size else 0, dtype=np.int64)
@@ -44,10 +50,13 @@ def logprob_scores(rows: pl.DataFrame, steps: pl.DataFrame, score: str) -> np.nd
     base = by_row[steps["_r"].to_numpy()]
     start = base + steps["token_start"].to_numpy()
     end = base + steps["token_end"].to_numpy()
-    total = cum[end] - cum[start]
+    if not start.size:
+        return np.zeros(0)
+    bounds = np.ravel(np.column_stack([start, end]))  # s0, e0, s1, e1, ... non-decreasing
+    sums = np.add.reduceat(terms, bounds)[::2]
+    total = np.where(end > start, sums, 0.0)  # reduceat gives terms[s] for an empty span
     if score == "sampled":
-        n = np.maximum(end - start, 1)
-        return np.where(end > start, total / n, 0.0)
+        return np.where(end > start, total / np.maximum(end - start, 1), 0.0)
     return total
 
 

@@ -159,7 +159,7 @@ def _select_matched(steps: pl.DataFrame, spec: PruneSpec) -> pl.Series:
     low = select(steps, dataclasses.replace(spec, strategy="low"))
     target = steps.select("_r", t=pl.col("n_tokens") * low).group_by("_r").agg(pl.col("t").sum())
     own = dataclasses.replace(spec, strategy=spec.strategy.removesuffix("-matched"))
-    ranked = _ranked(steps, own).join(target, on="_r", how="left")
+    ranked = _ranked(steps, own).join(target, on="_r", how="left", maintain_order="left")
     cum = pl.when(pl.col("_cand")).then(pl.col("n_tokens")).otherwise(0).cum_sum().over("_r")
     ranked = ranked.with_columns(_gap=(cum - pl.col("t")).abs().cast(pl.Float64))
     ranked = ranked.with_columns(
@@ -257,9 +257,14 @@ def prune_frame(df: pl.DataFrame, spec: PruneSpec, tokenizer, origin, facts: boo
 
         comp = token_compress(df, comp, tokenizer)
     if facts:
-        from stepprune.pruning.facts import fact_columns, kept_states_answer
+        from stepprune.pruning.facts import FACT_COLUMNS, fact_columns, kept_states_answer
 
         comp = comp.join(fact_columns(df, steps, mask), on="_r", how="left")
+        if spec.strategy == "token":  # it drops tokens, not steps: no step facts
+            nulls = [pl.lit(None, t).alias(c) for c, t in FACT_COLUMNS.items()]
+            comp = comp.with_columns(
+                [e for e in nulls if e.meta.output_name() != "kept_states_answer"]
+            )
         comp = kept_states_answer(df, comp)
     return df.join(comp, on="_r", how="left", maintain_order="left")
 

@@ -1,9 +1,10 @@
 """Per-trajectory kappa, verified by the model (``stepprune prune --kappa verified --eval RUN``).
 
 For each trajectory, the largest kappa of an eval run's grid at which the model still answered
-correctly from the CoT pruned by ``strategy`` (default ``low``; a random strategy at its first
-seed). A trajectory that no kappa > 0 keeps correct is *unverified*: kept unpruned (kappa 0,
-``unverified="keep"``, the default) or dropped (``"drop"``). Each output row records its kappa.
+correctly from the CoT pruned exactly as this prune will prune it: the same strategy, seed,
+score, budget and options (the eval's ``eval_settings.json`` must agree). A trajectory that no
+kappa > 0 keeps correct is *unverified*: kept unpruned (kappa 0, ``unverified="keep"``, the
+default) or dropped (``"drop"``). Each output row records its kappa.
 
 The eval run must come from the same generate run: every trajectory it holds must be in the
 input with the same token count; anything else is refused before output is written.
@@ -16,22 +17,36 @@ from pathlib import Path
 
 import polars as pl
 
+SETTINGS = ("score", "budget", "protect_ends", "merge_skips")
 
-def verified_kappas(eval_dir: str, strategy: str) -> pl.DataFrame:
+
+def verified_kappas(eval_dir: str, cfg) -> pl.DataFrame:
     """(problem_id, sample_index, verified_kappa, original_tokens): the largest correct kappa > 0
-    (null when none) per trajectory of ``eval_dir``'s results."""
+    (null when none) per trajectory of ``eval_dir``'s results for ``cfg``'s strategy and seed."""
+    import json
+
     from stepprune.schema import EVAL_RESULTS
     from stepprune.shards import read_table, shard_files
 
     results_dir = Path(eval_dir) / "results"
     if not results_dir.is_dir() or not shard_files(results_dir):
         raise FileNotFoundError(f"--eval {eval_dir}: no eval results in {results_dir}")
+    settings_file = Path(eval_dir) / "eval_settings.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
+    differ = [
+        f"{k}: {settings[k]!r} there, {getattr(cfg, k)!r} here"
+        for k in SETTINGS
+        if k in settings and settings[k] != getattr(cfg, k)
+    ]
+    if differ:
+        raise ValueError(f"--eval {eval_dir} pruned otherwise ({'; '.join(differ)})")
     cols = ["problem_id", "sample_index", "strategy", "kappa", "seed", "correct", "original_tokens"]
     res = pl.from_arrow(read_table(results_dir, EVAL_RESULTS, columns=cols))
-    res = res.filter(pl.col("strategy") == strategy)
+    res = res.filter((pl.col("strategy") == cfg.strategy) & (pl.col("seed") == cfg.seed))
     if not res.height:
-        raise ValueError(f"--eval {eval_dir}: no results for strategy {strategy!r}")
-    res = res.filter(pl.col("seed") == res["seed"].min())
+        raise ValueError(
+            f"--eval {eval_dir}: no results for strategy {cfg.strategy!r} at seed {cfg.seed}"
+        )
     key = ["problem_id", "sample_index"]
     good = pl.col("kappa").filter(pl.col("correct") & (pl.col("kappa") > 0))
     return res.group_by(key).agg(

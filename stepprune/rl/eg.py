@@ -181,9 +181,9 @@ class PositiveAbsolute(Extension):
 
     ``zero_in_normaliser`` (default False): whether rollouts with R <= 0 count in the loss
     normaliser. False masks them out of the loss, so the update is exactly the one computed from
-    the positive rollouts alone, and its size does not shrink when most rollouts fail. Exact
-    for the token-normalised losses (``dapo``, ``bnpo``, ``cispo``); ``grpo`` and ``dr_grpo``
-    still divide by the number of rollouts.
+    the positive rollouts alone, and its size does not shrink when most rollouts fail (their KL
+    term, with ``beta`` > 0, goes too). Exact for the token-normalised losses (``dapo``,
+    ``bnpo``, ``cispo``); ``grpo`` and ``dr_grpo`` still divide by the number of rollouts.
     """
 
     name = "positive_absolute"

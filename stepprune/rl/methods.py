@@ -29,7 +29,7 @@ EG_SAMPLING = {"loss_type": "dapo", "beta": 0.0}
 CEEH_ARGS = {
     **{"scale_rewards": "none", "beta": 0.001, "epsilon": 0.2, "epsilon_high": 0.28},
     **{"delta": 3.0, "loss_type": "dapo", "num_generations": 12, "temperature": 0.6},
-    "top_p": 1.0,
+    **{"top_p": 1.0, "per_device_train_batch_size": 12},  # one question's rollouts per step
 }
 
 

@@ -20,36 +20,55 @@ log = logging.getLogger(__name__)
 MERGED_KEYS = ("grpo_args", "method_kwargs", "reward_kwargs")
 
 
+FIXED = ("out", "model", "method", "order", "stages", "resume", "overwrite")
+
+
 def stage_configs(cfg) -> list:
-    """One single-method config per stage, in order (models chained by ``run_sequence``)."""
-    from stepprune.rl.methods import SEQUENCES
+    """One single-method config per stage, in order (models chained by ``run_sequence``);
+    each stage's rewards and extensions are built here, so a bad option fails before any
+    stage trains."""
+    from stepprune.rl.methods import SEQUENCES, build_extensions
+    from stepprune.rl.registry import build_rewards
+    from stepprune.stages.grpo import reward_names
 
     order = list(cfg.order or SEQUENCES[cfg.method])
+    fields = {f.name for f in dataclasses.fields(cfg)}
     configs = []
     for i, name in enumerate(order):
         overrides = dict(cfg.stages.get(name) or {})
-        for key in MERGED_KEYS:
-            if key in overrides:
-                overrides[key] = {**getattr(cfg, key), **overrides[key]}
-        fields = {f.name for f in dataclasses.fields(cfg)}
         stray = sorted(set(overrides) - fields)
         if stray:
             raise ValueError(f"stages.{name}: unknown fields {stray}")
-        last = i == len(order) - 1
-        base = dataclasses.replace(
-            cfg, order=None, stages={}, method=name, **_own(cfg, name, order)
-        )
+        fixed = sorted(set(overrides) & set(FIXED))
+        if fixed:
+            raise ValueError(f"stages.{name}: {fixed} are set by the sequence, not per stage")
+        own = _own(cfg, name, order)
+        for key in MERGED_KEYS:
+            if key in overrides:
+                overrides[key] = _merge(own.get(key, getattr(cfg, key)), overrides[key], key)
+        base = dataclasses.replace(cfg, order=None, stages={}, method=name, **own)
         stage = dataclasses.replace(base, out=str(Path(cfg.out) / name), **overrides)
-        if stage.lora is not None and not last:
+        if stage.lora is not None and i < len(order) - 1:
             stage = dataclasses.replace(stage, merge=True)
+        rewards = build_rewards(reward_names(stage), **stage.reward_kwargs)
+        build_extensions(stage.method, stage.method_kwargs, rewards)
         configs.append(stage)
     return configs
+
+
+def _merge(base: dict, override: dict, key: str) -> dict:
+    """``override`` over ``base``; for reward and method options one level deeper, so that
+    ``stages.s.reward_kwargs.r.rate`` keeps the sequence-wide ``r.max_tokens``."""
+    if key == "grpo_args":
+        return {**base, **override}
+    return {k: {**(base.get(k) or {}), **(override.get(k) or {})} for k in {*base, *override}}
 
 
 def _own(cfg, name: str, order: list[str]) -> dict:
     """The sequence-wide ``reward_kwargs`` and ``method_kwargs`` that belong to stage ``name``:
     options of another stage's rewards or extensions are left to that stage; an option that
-    belongs to no stage stays, so it is still refused as unknown."""
+    belongs to no stage stays, so it is still refused as unknown. Explore's length threshold
+    defaults to compress's clip length L."""
     from stepprune.rl.methods import METHODS
 
     out = {}
@@ -57,6 +76,11 @@ def _own(cfg, name: str, order: list[str]) -> dict:
         everyone = {x for stage in order for x in getattr(METHODS[stage], owned)}
         mine = set(getattr(METHODS[name], owned))
         out[key] = {k: v for k, v in getattr(cfg, key).items() if k in mine or k not in everyone}
+    clip = (cfg.reward_kwargs.get("eg_compress") or {}).get("max_tokens")
+    if name == "eg-explore" and clip is not None:
+        length = dict(out["reward_kwargs"].get("eg_length") or {})
+        length.setdefault("max_tokens", clip)
+        out["reward_kwargs"] = {**out["reward_kwargs"], "eg_length": length}
     return out
 
 
@@ -66,12 +90,17 @@ def final_model(stage_cfg) -> str:
 
 
 def run_sequence(cfg, run_single) -> dict:
+    import gc
+
+    from accelerate import PartialState
+
     configs = stage_configs(cfg)  # every stage's config is checked before anything runs
-    out = Path(cfg.out)
-    if cfg.overwrite and out.is_dir():
-        shutil.rmtree(out)
-    elif out.is_dir() and any(out.iterdir()) and not cfg.resume:
+    state, out = PartialState(), Path(cfg.out)
+    if out.is_dir() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(f"{out} exists; pass --resume to continue it or --overwrite")
+    if cfg.overwrite and out.is_dir() and state.is_main_process:
+        shutil.rmtree(out)
+    state.wait_for_everyone()
     model, summaries, histories = cfg.model, {}, {}
     for stage in configs:
         partial = Path(stage.out).is_dir() and not _has_checkpoint(Path(stage.out))
@@ -83,16 +112,28 @@ def run_sequence(cfg, run_single) -> dict:
             summaries[stage.method] = json.loads(done.read_text())
         else:
             summaries[stage.method] = run_single(stage)
+            gc.collect()  # the finished stage's trainer (model, optimizer, engine) goes first
+            _empty_cuda_cache()
         histories[stage.method] = _history(Path(stage.out))
         model = final_model(stage)
     summary = {"method": cfg.method, "order": list(summaries), "stages": summaries}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    _plot(histories, out)
+    if state.is_main_process:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        _plot(histories, out)
     return summary
 
 
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _has_checkpoint(out: Path) -> bool:
-    return any(p.name.startswith("checkpoint-") for p in out.iterdir())
+    from stepprune.stages.grpo import last_complete_checkpoint
+
+    return last_complete_checkpoint(out) is not None
 
 
 def _history(out: Path) -> list[dict]:

@@ -48,7 +48,10 @@ class RLTrainer(GRPOTrainer):
         self._loss_hooks = [
             e
             for e in self.extensions
-            if any(_overrides(e, h) for h in ("token_advantages", "extra_loss", "loss_metrics"))
+            if any(
+                _overrides(e, h)
+                for h in ("token_advantages", "extra_loss", "loss_metrics", "loss_rollouts")
+            )
         ]
         self._rollouts: RolloutBatch | None = None
         self._loss_inputs: dict | None = None
@@ -112,10 +115,12 @@ class RLTrainer(GRPOTrainer):
             logged.extend(advantages.tolist())
         keep = next((k for e in self.extensions if (k := e.loss_rollouts(batch)) is not None), None)
         if keep is not None:
-            mask = output["completion_mask"]
-            mask = mask * keep[local].to(mask).unsqueeze(1)
-            output["completion_mask"] = mask
-            loss_mask = mask if "tool_mask" not in output else mask * output["tool_mask"]
+            # TRL multiplies tool_mask into the loss mask only: the attention (completion_mask)
+            # and so every rollout's entropy stay intact for the logs.
+            completion = output["completion_mask"]
+            tool = output.get("tool_mask", torch.ones_like(completion))
+            output["tool_mask"] = tool * keep[local].to(tool).unsqueeze(1)
+            loss_mask = completion * output["tool_mask"]
             output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
         for name, values in batch.flags.items():
             output[f"rl_{name}"] = values[local].to(output["completion_ids"].device)
@@ -174,11 +179,14 @@ class RLTrainer(GRPOTrainer):
 
     def _log_loss_metrics(self, entropies, mask, inputs) -> None:
         mode = "train" if self.model.training else "eval"
+        everyone = inputs["completion_mask"].to(entropies.dtype)  # masked-out rollouts too
+        metrics = {"entropy/all_rollouts": ((entropies * everyone).sum(), everyone.sum())}
         for extension in self._loss_hooks:
-            for name, (total, count) in extension.loss_metrics(entropies, mask, inputs).items():
-                stats = torch.stack([total.detach().float(), count.detach().float()])
-                total, count = self.accelerator.reduce(stats, reduction="sum").tolist()
-                self._metrics[mode][name].append(total / count if count else float("nan"))
+            metrics.update(extension.loss_metrics(entropies, mask, inputs))
+        for name, (total, count) in metrics.items():
+            stats = torch.stack([total.detach().float(), count.detach().float()])
+            total, count = self.accelerator.reduce(stats, reduction="sum").tolist()
+            self._metrics[mode][name].append(total / count if count else float("nan"))
 
     def _progress(self) -> float:
         max_steps = self.state.max_steps
@@ -188,14 +196,13 @@ class RLTrainer(GRPOTrainer):
     def rl_state(self) -> dict:
         return {e.name: e.state_dict() for e in self.extensions}
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.extensions and self.args.should_save:
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            path = os.path.join(self._get_output_dir(trial=trial), folder, STATE_FILE)
-            with open(path, "w") as f:
+    def _save_rng_state(self, output_dir):
+        # Inside _save_checkpoint: after the weights and optimizer, before trainer_state.json
+        # (what marks a checkpoint complete) and before old checkpoints are rotated away.
+        super()._save_rng_state(output_dir)
+        if self.extensions and self.args.should_save and output_dir is not None:
+            os.makedirs(output_dir, exist_ok=True)
+            with open(os.path.join(output_dir, STATE_FILE), "w") as f:
                 json.dump(self.rl_state(), f)
 
     def _load_optimizer_and_scheduler(self, checkpoint):

@@ -178,8 +178,8 @@ def _rescore_staged(cfg: GenerateConfig, staging: Path, backend) -> float:
     from stepprune.stages.score import rescore_rows
 
     dtype = cfg.rescore_dtype
-    if dtype == "auto":
-        dtype = cfg.dtype if cfg.dtype != "auto" else getattr(backend, "dtype", "auto")
+    if dtype == "auto":  # the engine's resolved dtype, recorded in every staged row
+        dtype = _staged_engine_dtype(staging)
     if backend is not None:
         backend.close()
     log.info("rescoring in %s with the engine closed", dtype)
@@ -187,9 +187,22 @@ def _rescore_staged(cfg: GenerateConfig, staging: Path, backend) -> float:
         resolve_model(cfg.model), dtype=dtype, token_budget=cfg.rescore_token_budget
     )
     rows = (r for _, b in iter_batches(staging, GENERATIONS, batch_size=256) for r in b.to_pylist())
-    seconds = rescore_rows(rows, rescorer, model_label(cfg.model), cfg)
+    tag = f"{cfg.shard_index:03d}of{cfg.num_shards:03d}"
+    seconds = rescore_rows(rows, rescorer, model_label(cfg.model), cfg, tag=tag)
     shutil.rmtree(staging)
     return seconds
+
+
+def _staged_engine_dtype(staging: Path) -> str:
+    import json
+
+    import pyarrow.parquet as pq
+
+    from stepprune.shards import shard_files
+
+    first = next(pq.ParquetFile(shard_files(staging)[0]).iter_batches(1, columns=["sampling"]))
+    record = json.loads(first.to_pylist()[0]["sampling"])
+    return record.get("engine_dtype") or record.get("dtype", "auto")
 
 
 def _generate_items(cfg: GenerateConfig, items: list, out) -> tuple:
@@ -253,6 +266,9 @@ def _check_resume(cfg: GenerateConfig) -> None:
     from stepprune.shards import shard_files
 
     files = shard_files(cfg.out) if Path(cfg.out).is_dir() else []
+    staging = staging_dir(cfg)
+    if not files and staging is not None and staging.is_dir():
+        files = shard_files(staging)  # a run killed before its rows were rescored
     if not files:
         return
     cols = ["model", "backend", "step_pattern", "sampling"]

@@ -117,14 +117,12 @@ def _has_gpu() -> bool:
 def _prepare_out(cfg: GRPOStageConfig) -> str | None:
     """The checkpoint to resume from, if any; clears ``out`` when asked to overwrite it (rules in
     the module docstring)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     out = Path(cfg.out)
     if isinstance(cfg.resume, str) and cfg.resume:
         if not Path(cfg.resume).is_dir():
             raise FileNotFoundError(f"resume: checkpoint {cfg.resume!r} not found")
         return cfg.resume
-    checkpoint = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
+    checkpoint = last_complete_checkpoint(out) if cfg.resume and out.is_dir() else None
     if checkpoint is not None:
         return checkpoint
     if out.is_dir() and any(out.iterdir()):
@@ -138,6 +136,22 @@ def _prepare_out(cfg: GRPOStageConfig) -> str | None:
         shutil.rmtree(out)
     if cfg.resume:
         log.warning("resume: no checkpoint in %s; starting from the model", out)
+    return None
+
+
+def last_complete_checkpoint(out: Path) -> str | None:
+    """The newest checkpoint whose trainer_state.json (written last) exists: a run killed while
+    saving leaves a partial newest one, and the one before it is still there to resume from."""
+    import re
+
+    steps = [
+        (int(m.group(1)), p)
+        for p in out.iterdir()
+        if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    ]
+    for _, path in sorted(steps, reverse=True):
+        if (path / "trainer_state.json").exists():
+            return str(path)
     return None
 
 
@@ -197,7 +211,7 @@ def run_single(cfg: GRPOStageConfig) -> dict:
     model, tokenizer, rewards, extensions = _build_parts(cfg, args)
     peft_config = lora_config(cfg.lora) if cfg.lora is not None else None
     dataset = build_dataset(problems, cfg.prompt_template, cfg.system_prompt)
-    _check_question_ids(cfg, dataset)
+    _check_method_inputs(cfg, args, dataset)
     # Only now, with every input checked, may an old output be replaced.
     with args.main_process_first(local=False, desc="grpo output directory"):
         checkpoint = _prepare_out(cfg)
@@ -253,15 +267,29 @@ def stop_ids(model_path: str, tokenizer) -> set[int]:
     return ids
 
 
-def _check_question_ids(cfg: GRPOStageConfig, dataset) -> None:
-    """Per-question state needs a present, unique id per question (never a row position)."""
+def _check_method_inputs(cfg: GRPOStageConfig, args, dataset) -> None:
+    """What the method's extensions need, checked before any model loads: a question id column
+    (unique for per-question state), state saved only at generation boundaries, and TRL's
+    all-token entropy bonus off for CEEH."""
     from stepprune.rl.methods import METHODS
 
-    if not METHODS[cfg.method].stateful:
-        return
+    method = METHODS[cfg.method]
     column = cfg.question_id_column
-    if column not in dataset.column_names:
+    if method.extensions and column not in dataset.column_names:
         raise ValueError(f"question_id_column {column!r} is not a dataset column")
+    if cfg.method.startswith("ceeh") and args.entropy_coef:
+        raise ValueError(
+            "grpo_args.entropy_coef: TRL's entropy bonus acts on every token; CEEH's acts on "
+            "hard questions only (method_kwargs.ceeh.coef). Leave entropy_coef at 0."
+        )
+    if not method.stateful:
+        return
+    if args.num_iterations != 1 or args.steps_per_generation != args.gradient_accumulation_steps:
+        raise ValueError(
+            f"{cfg.method} keeps per-question state updated once per generation: it needs "
+            "num_iterations 1 and steps_per_generation = gradient_accumulation_steps, so that "
+            "every checkpoint falls between generations and a resume updates nothing twice"
+        )
     seen: set = set()
     for i, value in enumerate(dataset[column]):
         if value is None or value in seen:

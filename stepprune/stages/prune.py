@@ -33,7 +33,6 @@ class PruneConfig:
         "low"  # low | high | random | token | random-matched | high-matched | answer-first
     )
     eval: str | None = None  # with kappa "verified": the eval run of the same generations
-    verified_strategy: str = "low"  # whose correct answers verify a kappa
     unverified: str = "keep"  # rows no kappa > 0 keeps correct: keep (unpruned) | drop
     score: str = "sum"  # sum | mean of token entropies | sampled | surprisal (pruning.scores)
     budget: str = "steps"  # steps | tokens
@@ -114,7 +113,7 @@ def _verified(cfg: PruneConfig, files):
         raise ValueError("--kappa verified needs --eval RUN, an eval run of these generations")
     if cfg.unverified not in ("keep", "drop"):
         raise ValueError(f"unverified must be keep or drop, got {cfg.unverified!r}")
-    verified = verified_kappas(cfg.eval, cfg.verified_strategy)
+    verified = verified_kappas(cfg.eval, cfg)
     cols = ["problem_id", "sample_index", "n_tokens"]
     check_same_run(verified, pl.from_arrow(read_table(files, GENERATIONS, cols)), cfg.eval)
     return verified

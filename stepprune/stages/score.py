@@ -96,10 +96,10 @@ def run(cfg: ScoreConfig) -> dict:
     return {**summarize_generations(cfg.out), "rescoring_seconds": round(seconds, 1)}
 
 
-def rescore_rows(rows, rescorer, label: str, cfg) -> float:
+def rescore_rows(rows, rescorer, label: str, cfg, tag: str = "00000") -> float:
     """Rescore generations rows not yet in ``cfg.out`` into it, a group of rows per batch plan;
     returns the seconds spent. ``cfg`` gives out, rows_per_shard, flush_seconds and (optionally)
-    group_rows."""
+    group_rows; ``tag`` names the shards (generate's shard tag: parallel shards never collide)."""
     import time
 
     from tqdm.auto import tqdm
@@ -109,7 +109,11 @@ def rescore_rows(rows, rescorer, label: str, cfg) -> float:
 
     done = existing_keys(cfg.out, GENERATIONS)
     writer = ShardWriter(
-        cfg.out, GENERATIONS, rows_per_shard=cfg.rows_per_shard, flush_seconds=cfg.flush_seconds
+        cfg.out,
+        GENERATIONS,
+        rows_per_shard=cfg.rows_per_shard,
+        flush_seconds=cfg.flush_seconds,
+        tag=tag,
     )
     bar = tqdm(unit="cot", desc="rescore", dynamic_ncols=True)
     started, n_tok = time.monotonic(), 0

@@ -116,7 +116,7 @@ def prepare_out(cfg: SFTStageConfig) -> str | None:
 
     Runs on every process, process 0 first (``run``): the others then find ``out`` cleared.
     """
-    from transformers.trainer_utils import get_last_checkpoint
+    from stepprune.stages.grpo import last_complete_checkpoint
 
     out = Path(cfg.out)
     busy = out.is_dir() and any(out.iterdir())
@@ -124,7 +124,7 @@ def prepare_out(cfg: SFTStageConfig) -> str | None:
         if not Path(cfg.resume).is_dir():
             raise FileNotFoundError(f"resume: no checkpoint directory {cfg.resume}")
         return cfg.resume
-    checkpoint = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
+    checkpoint = last_complete_checkpoint(out) if cfg.resume and out.is_dir() else None
     if checkpoint is not None:
         log.info("resuming from %s", checkpoint)
         return checkpoint
