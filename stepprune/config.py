@@ -65,6 +65,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return any(_matches(value, a) for a in args)
     if hint is Any:
         return True
+    if origin is typing.Literal:
+        return value in args
     if hint is type(None):
         return value is None
     if hint is bool:
@@ -86,6 +88,8 @@ def _describe(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in args)
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
     names.update({type(None): "null", list: "a list ([a, b])", dict: "a mapping ({key: value})"})
     if origin is list and args:

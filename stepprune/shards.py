@@ -74,22 +74,12 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        import fcntl
         import socket
         import sys
         from datetime import datetime
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 4096).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunLockedError(
-                f"{self.path.parent}: another run is writing here ({holder}); wait for it to "
-                "end or choose another --out"
-            ) from None
+        fd = self._acquire()
         started = datetime.now().isoformat(timespec="seconds")
         info = f"pid {os.getpid()} on {socket.gethostname()}, since {started}: "
         info += " ".join(sys.argv)[:300]
@@ -98,8 +88,34 @@ class RunLock:
         self._fd = fd
         return self
 
+    def _acquire(self) -> int:
+        """The locked descriptor of the file now at ``path``. The holder deletes the file on
+        release, so a lock won on a file that was deleted meanwhile is worthless: try again."""
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise RunLockedError(
+                    f"{self.path.parent}: another run is writing here ({holder}); wait for it "
+                    "to end or choose another --out"
+                ) from None
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            # Delete while still holding the lock (a killed run leaves the file, harmlessly);
+            # a waiter that opened the old file sees it is gone and retries.
+            self.path.unlink(missing_ok=True)
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 

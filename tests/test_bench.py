@@ -166,6 +166,7 @@ def test_outputs_notebook_and_reuse(bench_run):
         ),
         (["-m", "a=M", "-b", "mawps_singleop", "--base", "b"], "base 'b' is not one of the models"),
         (["-m", "a=M", "-m", "b=NOWEIGHTS", "-b", "mawps_singleop"], "b=NOWEIGHTS: no weights"),
+        (["-b", "mawps_singleop"], "bench needs models: --model base="),
     ],
 )
 def test_bad_input_is_one_line_before_any_generation(tiny_model_dir, tmp_path, args, message):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import struct
+from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import tiny_generate
@@ -303,3 +305,27 @@ def test_eval_refuses_other_settings_and_other_tokenizers(tiny_eval, smollm2_dir
         EvalConfig(kappas=[0.0, 0.2, 0.2])
     with pytest.raises(ValueError, match="ci_level"):
         EvalConfig(ci_level=95)
+
+
+def test_eval_correct_only_answers_from_the_right_trajectories_only(tiny_eval, tmp_path):
+    import polars as pl
+
+    from stepprune.stages.eval import EvalConfig, run
+
+    gen, cfg, _, _ = tiny_eval
+    marked = tmp_path / "gen"
+    marked.mkdir()
+    for i, path in enumerate(sorted(Path(gen).glob("*.parquet"))):
+        table = pq.read_table(path)
+        flags = [(j + i) % 2 == 0 for j in range(table.num_rows)]  # every other row "correct"
+        column = table.schema.get_field_index("correct")
+        table = table.set_column(column, table.schema.field(column), pa.array(flags))
+        pq.write_table(table, marked / path.name)
+    rows = pl.read_parquet(marked / "*.parquet")
+    want = set(rows.filter(pl.col("correct") & (pl.col("n_steps") >= 1))["problem_id"])
+    assert 0 < len(want) < rows.height
+    out = tmp_path / "eval"
+    fields = {**cfg.__dict__, "input": str(marked), "out": str(out), "kappas": [0.5]}
+    run(EvalConfig(**{**fields, "strategies": ["low"], "correct_only": True}))
+    got = pl.read_parquet(out / "results" / "*.parquet")
+    assert set(got["problem_id"]) == want

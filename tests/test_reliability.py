@@ -80,7 +80,31 @@ def test_lock_refuses_a_second_holder_and_is_freed_by_a_kill(tmp_path):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     with RunLock(tmp_path, "generate-000of001"):  # the kernel dropped the killed run's lock
-        pass
+        assert (tmp_path / ".lock-generate-000of001").exists()
+    assert not (tmp_path / ".lock-generate-000of001").exists()  # a clean exit deletes it
+
+
+def test_a_lock_won_on_a_deleted_file_is_retried_on_the_new_one(tmp_path, monkeypatch):
+    # A waiter that opened the lock file just before its holder deleted it must not count the
+    # lock it then wins on the orphan: it would run beside a third process locking the new file.
+    import fcntl
+
+    path = tmp_path / ".lock-x"
+    calls = []
+    real_flock = fcntl.flock
+
+    def flock(fd, op):
+        if not calls:  # the holder deletes the file between our open and our flock
+            path.unlink()
+        calls.append(os.fstat(fd).st_ino)
+        return real_flock(fd, op)
+
+    path.write_text("old holder")
+    old = path.stat().st_ino
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with RunLock(tmp_path, "x") as lock:
+        assert calls[0] == old and len(calls) == 2
+        assert os.fstat(lock._fd).st_ino == path.stat().st_ino
 
 
 def test_a_second_generate_into_the_same_out_refuses_before_writing(tiny_model_dir, tmp_path):
@@ -178,3 +202,29 @@ def test_eval_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
         )
     )
     assert len(rows) == len(set(rows)) > saved
+
+
+@pytest.mark.parametrize("stage", ["score", "eval"])
+def test_score_and_eval_refuse_a_second_run_into_their_out(tiny_model_dir, tmp_path, stage):
+    from conftest import tiny_generate
+
+    gen = tiny_generate(tiny_model_dir, tmp_path, 2, max_new_tokens=12)
+    out = tmp_path / "out"
+    code = (
+        "import time; from stepprune.shards import RunLock; "
+        f"RunLock({str(out)!r}, {stage!r}).__enter__(); print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV)
+    assert holder.stdout.readline().strip() == b"held"
+    cmd = [sys.executable, "-m", "stepprune.cli", stage, "-i", str(gen), "--out", str(out)]
+    proc = subprocess.run(
+        [*cmd, "--model", str(tiny_model_dir), "--dtype", "float32"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    holder.kill()
+    holder.wait()
+    assert proc.returncode == 1
+    assert f"another run is writing here (pid {holder.pid} on " in proc.stderr
+    assert not [p for p in out.rglob("*.parquet")]

@@ -98,3 +98,14 @@ def test_score_records_its_dtype_and_defaults_to_the_generation_dtype(tiny_model
         assert summary["rows"] == 3 and summary["rescoring_seconds"] >= 0
         for row in read_table(out, GENERATIONS).to_pylist():
             assert json.loads(row["sampling"])["rescore_dtype"] == expected
+
+
+def test_score_refuses_to_mix_dtypes_in_one_output(tiny_model_dir, tmp_path):
+    gen = tiny_generate(tiny_model_dir, tmp_path, 2)
+    out = tmp_path / "scored"
+    run(ScoreConfig(input=str(gen), out=str(out), model=str(tiny_model_dir), dtype="float32"))
+    before = sorted(p.name for p in out.glob("*.parquet"))
+    cfg = ScoreConfig(input=str(gen), out=str(out), model=str(tiny_model_dir), dtype="bfloat16")
+    with pytest.raises(ValueError, match=r"holds rows rescored in float32; resume with --dtype"):
+        run(cfg)
+    assert sorted(p.name for p in out.glob("*.parquet")) == before

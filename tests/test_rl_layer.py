@@ -141,3 +141,15 @@ def test_explore_keeps_trl_relative_advantages(eos_model, tmp_path):
     assert sorted(trainer.seen[0]["advantages"].tolist()) == pytest.approx(sorted(expected))
     assert trainer.state.log_history[0]["advantages/mean"] == pytest.approx(0.0, abs=1e-6)
     assert 0.0 <= trainer.state.log_history[0]["rollouts/frac_over_L"] <= 1.0
+
+
+def test_report_entropy_is_over_every_rollout_where_logged():
+    from stepprune.rl.report import step_logs
+
+    history = [
+        {"reward": 1.0, "entropy": 0.1, "entropy/all_rollouts": 0.3, "step": 1},
+        {"loss": 0.5, "step": 1},  # not a step entry (no reward)
+        {"reward": 0.0, "entropy": 0.2, "step": 2},  # older logs: TRL's own entropy stays
+    ]
+    assert [(h["step"], h["entropy"]) for h in step_logs(history)] == [(1, 0.3), (2, 0.2)]
+    assert history[0]["entropy"] == 0.1  # the history itself is left alone

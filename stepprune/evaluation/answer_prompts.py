@@ -58,6 +58,8 @@ def build_variants(files, cfg, specs, tokenizer, done: set, label: str):
         df = pl.from_arrow(table).with_row_index("_row")
         seen = check_unique(df, seen, path)
         df = df.filter(pl.col("n_steps") >= cfg.min_steps)
+        if cfg.correct_only:  # e.g. verifying kappas for training data: only what is trained on
+            df = df.filter(pl.col("correct"))
         if remaining is not None:
             df = df.head(remaining)
             remaining -= df.height

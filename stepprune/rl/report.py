@@ -32,7 +32,13 @@ METHOD_TITLES = {
 
 
 def step_logs(history: list[dict]) -> list[dict]:
-    return [h for h in history if "reward" in h]
+    """The per-step entries; ``entropy`` is over every rollout where the trainer logged that
+    (TRL's own is over the rollouts in the loss, which EG compress narrows to R > 0)."""
+    steps = [dict(h) for h in history if "reward" in h]
+    for h in steps:
+        if h.get("entropy/all_rollouts") is not None:
+            h["entropy"] = h["entropy/all_rollouts"]
+    return steps
 
 
 def summarize(history: list[dict], global_step: int, seconds: float) -> dict:

@@ -34,5 +34,8 @@ class QuestionTable:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def __repr__(self) -> str:
+        return f"QuestionTable({len(self.rows)} questions)"
+
     def __eq__(self, other) -> bool:
         return isinstance(other, QuestionTable) and self.rows == other.rows

@@ -37,8 +37,9 @@ class BenchConfig(SamplingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        named = self.named_models()
-        if self.base is not None and self.base not in named:
+        # A recipe may leave the models to flags (--model); run() refuses an empty list.
+        named = self.named_models() if self.models else {}
+        if self.base is not None and named and self.base not in named:
             raise ValueError(f"base {self.base!r} is not one of the models {list(named)}")
         if not self.benchmarks:
             raise ValueError("bench needs at least one benchmark")

@@ -57,6 +57,7 @@ class EvalConfig:
     merge_skips: bool = False
     seed: int = 0
     min_steps: int = 1  # trajectories with fewer thinking steps have nothing to prune
+    correct_only: bool = False  # only trajectories whose unpruned answer was right
     limit: int | None = None  # trajectories
     max_prompt_tokens: int | None = None  # skip longer answer prompts (e.g. the engine's limit)
     answer_lead_in: str | None = None  # None: THINK_LEAD_IN or INSTRUCT_LEAD_IN by CoT format

@@ -16,6 +16,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ WRITERS = 2
 class PruneConfig:
     input: str = ""
     out: str = "runs/prune"
-    kappa: float | str = 0.8  # or "verified": each row at its eval-verified kappa (``eval``)
+    kappa: float | Literal["verified"] = 0.8  # verified: each row at its eval-run kappa
     strategy: str = (
         "low"  # low | high | random | token | random-matched | high-matched | answer-first
     )

@@ -108,6 +108,7 @@ def rescore_rows(rows, rescorer, label: str, cfg, tag: str = "00000") -> float:
     from stepprune.shards import ShardWriter, existing_keys
 
     done = existing_keys(cfg.out, GENERATIONS)
+    _check_dtype(cfg.out, rescorer.dtype_name)
     writer = ShardWriter(
         cfg.out,
         GENERATIONS,
@@ -129,6 +130,23 @@ def rescore_rows(rows, rescorer, label: str, cfg, tag: str = "00000") -> float:
             bar.set_postfix(tok_s=f"{n_tok / (time.monotonic() - started):.0f}")
     bar.close()
     return time.monotonic() - started
+
+
+def _check_dtype(out, dtype: str) -> None:
+    """Refuse to add rows rescored in another dtype to ``out`` (one output, one precision)."""
+    import pyarrow.parquet as pq
+
+    from stepprune.shards import shard_files
+
+    files = shard_files(out) if Path(out).is_dir() else []
+    if not files:
+        return
+    first = next(pq.ParquetFile(files[0]).iter_batches(1, columns=["sampling"]))
+    old = json.loads(first.to_pylist()[0]["sampling"]).get("rescore_dtype")
+    if old is not None and old != dtype:
+        raise ValueError(
+            f"{out}: holds rows rescored in {old}; resume with --dtype {old} or use another --out"
+        )
 
 
 def _groups(rows, done: set, size: int):
