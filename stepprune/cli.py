@@ -81,7 +81,7 @@ def _run_stage(stage: str, flags: dict, recipe: Path | None, sets: list[str] | N
 
 
 def _run_locked_error():
-    from stepprune.shards import RunLockedError
+    from stepprune.runlock import RunLockedError
 
     return RunLockedError
 

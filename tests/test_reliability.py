@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from stepprune.runlock import RunLock, RunLockedError
 from stepprune.schema import EVAL_RESULTS, GENERATIONS
-from stepprune.shards import RunLock, RunLockedError, read_table
+from stepprune.shards import read_table
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -64,7 +65,7 @@ def wait_for(proc, pattern: str, timeout: float = 240) -> str:
 
 def test_lock_refuses_a_second_holder_and_is_freed_by_a_kill(tmp_path):
     code = (
-        "import sys, time; from stepprune.shards import RunLock; "
+        "import sys, time; from stepprune.runlock import RunLock; "
         f"lock = RunLock({str(tmp_path)!r}, 'generate-000of001').__enter__(); "
         "print('held', flush=True); time.sleep(60)"
     )
@@ -211,7 +212,7 @@ def test_score_and_eval_refuse_a_second_run_into_their_out(tiny_model_dir, tmp_p
     gen = tiny_generate(tiny_model_dir, tmp_path, 2, max_new_tokens=12)
     out = tmp_path / "out"
     code = (
-        "import time; from stepprune.shards import RunLock; "
+        "import time; from stepprune.runlock import RunLock; "
         f"RunLock({str(out)!r}, {stage!r}).__enter__(); print('held', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV)

@@ -110,8 +110,9 @@ def run(cfg: EvalConfig) -> dict:
     from stepprune.evaluation.answer_prompts import build_variants
     from stepprune.evaluation.report import write_report
     from stepprune.models import model_label
+    from stepprune.runlock import RunLock
     from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_file
-    from stepprune.shards import RunLock, existing_keys, shard_files
+    from stepprune.shards import existing_keys, shard_files
 
     specs = cfg.specs()  # validates kappas and strategies before any work
     files = shard_files(cfg.input) if cfg.input else []

@@ -120,7 +120,7 @@ def sampling_spec(cfg: GenerateConfig, batch_seed: int):
 def run(cfg: GenerateConfig) -> dict:
     from stepprune.cot.summary import summarize_generations
     from stepprune.data.load import load_problems
-    from stepprune.shards import RunLock
+    from stepprune.runlock import RunLock
 
     problems = load_problems(
         cfg.problems,

@@ -81,7 +81,7 @@ def run(cfg: ScoreConfig) -> dict:
     from stepprune.backends.rescore import Rescorer
     from stepprune.cot.summary import summarize_generations
     from stepprune.models import model_label, resolve_model
-    from stepprune.shards import RunLock
+    from stepprune.runlock import RunLock
 
     if not cfg.input:
         raise ValueError("score needs --input: generations shards or a CoT file")
