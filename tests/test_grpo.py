@@ -184,7 +184,7 @@ def test_unknown_lora_key_is_a_value_error_before_out_is_touched(
 
 
 def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path):
-    from stepprune.stages.grpo import last_complete_checkpoint
+    from stepprune.train.checkpoints import last_complete_checkpoint
 
     for step, complete in ((2, True), (4, True), (6, False)):
         path = tmp_path / f"checkpoint-{step}"

@@ -131,7 +131,7 @@ def _empty_cuda_cache() -> None:
 
 
 def _has_checkpoint(out: Path) -> bool:
-    from stepprune.stages.grpo import last_complete_checkpoint
+    from stepprune.train.checkpoints import last_complete_checkpoint
 
     return last_complete_checkpoint(out) is not None
 

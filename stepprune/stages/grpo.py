@@ -122,6 +122,8 @@ def _prepare_out(cfg: GRPOStageConfig) -> str | None:
         if not Path(cfg.resume).is_dir():
             raise FileNotFoundError(f"resume: checkpoint {cfg.resume!r} not found")
         return cfg.resume
+    from stepprune.train.checkpoints import last_complete_checkpoint
+
     checkpoint = last_complete_checkpoint(out) if cfg.resume and out.is_dir() else None
     if checkpoint is not None:
         return checkpoint
@@ -139,42 +141,6 @@ def _prepare_out(cfg: GRPOStageConfig) -> str | None:
     return None
 
 
-def last_complete_checkpoint(out: Path) -> str | None:
-    """The newest checkpoint whose trainer_state.json (written last) exists: a run killed while
-    saving leaves a partial newest one, and the one before it is still there to resume from."""
-    import re
-
-    steps = [
-        (int(m.group(1)), p)
-        for p in out.iterdir()
-        if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
-    ]
-    for _, path in sorted(steps, reverse=True):
-        if (path / "trainer_state.json").exists():
-            return str(path)
-    return None
-
-
-def _log_writer(out: Path):
-    """A callback that rewrites ``log_history.jsonl`` from the trainer state at every log."""
-    from transformers import TrainerCallback
-
-    class LogHistoryWriter(TrainerCallback):
-        def on_log(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                write_log_history(out, state.log_history)
-
-    return LogHistoryWriter()
-
-
-def write_log_history(out: Path, history: list[dict]) -> None:
-    from stepprune.shards import atomic_write_bytes
-
-    out.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(entry) + "\n" for entry in history)
-    atomic_write_bytes(out / "log_history.jsonl", lines.encode())
-
-
 def run(cfg: GRPOStageConfig) -> dict:
     from stepprune.rl.methods import SEQUENCES
 
@@ -190,6 +156,7 @@ def run_single(cfg: GRPOStageConfig) -> dict:
     from stepprune.rl.trainer import RLTrainer
     from stepprune.shards import check_apart
     from stepprune.stages.sft import lora_config
+    from stepprune.train.checkpoints import log_history_writer
     from stepprune.train.grpo_data import build_dataset, training_problems
 
     if cfg.method == "eg-explore" and cfg.model is None:
@@ -222,7 +189,7 @@ def run_single(cfg: GRPOStageConfig) -> dict:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_log_writer(Path(cfg.out))],
+        callbacks=[log_history_writer(Path(cfg.out))],
         extensions=extensions,
         question_id_column=cfg.question_id_column,
     )
@@ -325,6 +292,7 @@ def _save_merged(trainer, path: Path) -> None:
 def _write_outputs(cfg, args, trainer, summary, n_problems) -> None:
     from stepprune.rl.methods import method_grpo_args
     from stepprune.rl.report import model_card, write_plots
+    from stepprune.train.checkpoints import write_log_history
 
     out = Path(cfg.out)
     history = trainer.state.log_history

@@ -116,7 +116,7 @@ def prepare_out(cfg: SFTStageConfig) -> str | None:
 
     Runs on every process, process 0 first (``run``): the others then find ``out`` cleared.
     """
-    from stepprune.stages.grpo import last_complete_checkpoint
+    from stepprune.train.checkpoints import last_complete_checkpoint
 
     out = Path(cfg.out)
     busy = out.is_dir() and any(out.iterdir())
