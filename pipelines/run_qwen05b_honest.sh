@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-6} VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-0-1}
 export VLLM_CPU_NUM_OF_RESERVED_CPU=0 VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_HUB_OFFLINE=1
 PY=${PY:-.venv/bin/python} VPY=${VPY:-.venv-vllm/bin/python}
-B=runs/qwen-bench/bench/generations/base
+B=${B:-runs/qwen-bench/bench/generations/base}  # the bench run's base generations
 for set in svamp mawps_singleop gsm8k; do
   /usr/bin/time -f "score $set: %e s" "$PY" -m stepprune.cli score -i "$B/$set" \
     --out runs/qwen-honest/generate --model qwen2.5-coder-0.5b-instruct --dtype float32 \

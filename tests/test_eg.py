@@ -168,7 +168,9 @@ def _cli(model: Path, problems: Path, out: Path, *extra: str) -> list[str]:
 def _kill_when(proc, path: Path, deadline_s: float = 240) -> None:
     deadline = time.monotonic() + deadline_s
     while not path.exists():
-        assert proc.poll() is None, "the run ended before it could be killed"
+        if proc.poll() is not None:
+            stderr = (path.parents[3] / "stderr.log").read_text()[-3000:]
+            raise AssertionError(f"the run ended ({proc.returncode}) before the kill:\n{stderr}")
         assert time.monotonic() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -184,7 +186,8 @@ def test_both_stages_chain_and_resume_after_a_kill_in_each(tiny_model_dir, tmp_p
     )
     out = tmp_path / "eg"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    quiet = dict(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "stderr.log"  # read back when a run dies early
+    quiet = dict(env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
     proc = subprocess.Popen(_cli(model, problems, out), **quiet)
     _kill_when(proc, out / "eg-compress" / "checkpoint-1" / "trainer_state.json")
     assert not (out / "eg-compress" / "summary.json").exists()

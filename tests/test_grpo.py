@@ -134,6 +134,14 @@ def test_resume_continues_from_the_last_checkpoint(eos_model_dir, problems_file,
     with pytest.raises(FileExistsError, match="--resume: .* holds files but no checkpoint"):
         run(tiny_config(eos_model_dir, problems_file, other, max_steps=1, resume=True))
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    # ... but a run killed before its first checkpoint left only its log: it starts again
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / "log_history.jsonl").write_text(json.dumps({"reward": 9.0, "step": 1}) + "\n")
+    summary = run(tiny_config(eos_model_dir, problems_file, early, max_steps=1, resume=True))
+    assert summary["resumed_from"] is None
+    assert [h["reward"] for h in read_history(early)] != [9.0]
+    assert len(read_history(early)) == 1
 
 
 def test_special_skip_token_reaches_the_rewards(tiny_model_dir, problems_file, tmp_path):

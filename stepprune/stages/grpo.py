@@ -10,7 +10,8 @@ when ``grpo_args`` says ``use_vllm`` (colocate or server mode), else transformer
 
 ``out`` is never cleared without ``overwrite``. ``resume`` continues from the newest checkpoint
 in ``out``, starts from the model when ``out`` is empty or missing, and refuses an ``out`` that
-holds files but no checkpoint (an old run's logs and card would be mixed with the new run's).
+holds files but no checkpoint (an old run's logs and card would be mixed with the new run's),
+except a lone ``log_history.jsonl``: a run killed before its first checkpoint starts again.
 A sequence (``--method eg``) runs its stages into ``out/<stage>`` (``rl.sequence``).
 """
 
@@ -127,6 +128,9 @@ def _prepare_out(cfg: GRPOStageConfig) -> str | None:
     checkpoint = last_complete_checkpoint(out) if cfg.resume and out.is_dir() else None
     if checkpoint is not None:
         return checkpoint
+    if cfg.resume and out.is_dir() and _only_early_logs(out):
+        # Killed before its first checkpoint: nothing to continue, and the log is of no run.
+        (out / "log_history.jsonl").unlink()
     if out.is_dir() and any(out.iterdir()):
         if cfg.resume and not cfg.overwrite:
             raise FileExistsError(
@@ -139,6 +143,11 @@ def _prepare_out(cfg: GRPOStageConfig) -> str | None:
     if cfg.resume:
         log.warning("resume: no checkpoint in %s; starting from the model", out)
     return None
+
+
+def _only_early_logs(out: Path) -> bool:
+    """Does ``out`` hold only what a run writes before its first checkpoint?"""
+    return [p.name for p in out.iterdir()] == ["log_history.jsonl"]
 
 
 def run(cfg: GRPOStageConfig) -> dict:
