@@ -122,7 +122,7 @@ def test_groups_by_question_id_gates_the_length_reward_and_updates_after():
     assert ext.table.get("b", "acc") == pytest.approx(0.2 * 0.5 + 0.8 * 0.25)
     assert ext.table.get("a", "l_opt") == pytest.approx(0.2 * 50 + 0.8 * 100)
     assert ext.table.get("b", "l_opt") == pytest.approx(0.2 * 20 + 0.8 * 40)
-    assert b.metrics["ceeh/frac_hard"] == 0.5
+    assert b.metrics["ceeh/frac_hard"] == 0.5 and b.metrics["ceeh/frac_correct"] == 0.75
     gated = CEEH()
     gated.table.set("a", "acc", 0.9)
     gated.table.set("a", "l_opt", 100.0)

@@ -201,6 +201,7 @@ class CEEH(Extension):
     def _log(self, batch, hard, r_len, correct) -> None:
         m = batch.metrics
         m["ceeh/frac_hard"] = sum(hard.values()) / len(hard)
+        m["ceeh/frac_correct"] = sum(correct) / len(correct)
         right = [r for r, c in zip(r_len, correct, strict=True) if c]
         m["ceeh/length_reward_mean"] = sum(right) / len(right) if right else float("nan")
         for key, name in (("ceeh/l_opt_mean", "l_opt"), ("ceeh/acc_ema_mean", "acc")):
