@@ -34,9 +34,9 @@ def bench_run(tiny_model_dir, tmp_path_factory):
     short = biased_copy(tiny_model_dir, tmp / "short")  # its EOS row ends samples early
     cfg = BenchConfig(
         models=[f"base={tiny_model_dir}", f"short={short}"],
-        benchmarks=[
-            str(problem_file(tmp / "alpha.jsonl", 5)),
+        benchmarks=[  # not in name order: tables keep the given order
             str(problem_file(tmp / "beta.jsonl", 3)),
+            str(problem_file(tmp / "alpha.jsonl", 5)),
         ],
         out=str(tmp / "out"),
         n_samples=3,
@@ -100,6 +100,7 @@ def test_paired_differences_and_their_cis(bench_run):
     cfg, _ = bench_run
     paired = pl.read_csv(Path(cfg.out) / "paired.csv")
     assert paired["model"].unique().to_list() == ["short"]
+    assert paired["benchmark"].to_list() == ["beta", "alpha", "all"]  # as given, pooled last
     diffs = {}
     for bench in ("alpha", "beta"):
         a = shards(cfg, "short", bench).group_by("problem_id").agg(pl.col("n_tokens").mean())

@@ -164,6 +164,12 @@ def paired_table(rows, cfg):
             )
             row.update({col: float(np.mean(values)), f"{col}_low": low, f"{col}_high": high})
         out.append(row)
+    # As the main table reads: models as given, benchmarks as given, the pooled row last.
+    from stepprune.stages.bench import benchmark_name
+
+    models = list(cfg.named_models())
+    benches = [benchmark_name(b) for b in cfg.benchmarks] + ["all"]
+    out.sort(key=lambda r: (models.index(r["model"]), benches.index(r["benchmark"])))
     return pl.DataFrame(out)
 
 
