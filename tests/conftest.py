@@ -126,6 +126,19 @@ def tiny_generate(model_dir: Path, tmp_path: Path, n: int, **overrides) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def eval_cots(tiny_model_dir, tmp_path_factory) -> Path:
+    """Eight sampled tiny-model CoTs of several steps, generated once for the eval tests."""
+    return tiny_generate(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("eval-cots"),
+        8,
+        max_new_tokens=60,
+        temperature=1.2,
+        prompt_template="{problem}\n\n",
+    )
+
+
 # CPU-sized TRL settings: 4 completions of one prompt per step, at most 16 tokens each.
 TINY_ARGS = dict(
     per_device_train_batch_size=4,

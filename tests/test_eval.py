@@ -10,7 +10,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import tiny_generate
 
 from stepprune.evaluation.metrics import bootstrap_ci, l_acc, mean_pass_at_k, pass_at_k
 
@@ -52,13 +51,11 @@ def _png_size(path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def tiny_eval(tiny_model_dir, tmp_path_factory):
+def tiny_eval(tiny_model_dir, eval_cots, tmp_path_factory):
     from stepprune.stages.eval import EvalConfig, run
 
     tmp = tmp_path_factory.mktemp("eval")
-    gen = tiny_generate(
-        tiny_model_dir, tmp, 8, max_new_tokens=60, temperature=1.2, prompt_template="{problem}\n\n"
-    )
+    gen = eval_cots
     cfg = EvalConfig(
         input=str(gen),
         out=str(tmp / "eval"),

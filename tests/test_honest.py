@@ -148,15 +148,11 @@ def test_sampled_and_surprisal_scores_by_hand():
 
 
 @pytest.fixture(scope="module")
-def honest_eval(tiny_model_dir, tmp_path_factory):
-    from conftest import tiny_generate
-
+def honest_eval(tiny_model_dir, eval_cots, tmp_path_factory):
     from stepprune.stages.eval import EvalConfig, run
 
     tmp = tmp_path_factory.mktemp("honest")
-    gen = tiny_generate(
-        tiny_model_dir, tmp, 8, max_new_tokens=60, temperature=1.2, prompt_template="{problem}\n\n"
-    )
+    gen = eval_cots
     cfg = EvalConfig(
         input=str(gen),
         out=str(tmp / "eval"),
