@@ -24,6 +24,9 @@ app = typer.Typer(
 
 RecipeOpt = typer.Option(None, "--recipe", "-r", help="YAML recipe in pipelines/; flags override.")
 SetOpt = typer.Option(None, "--set", help="Any config field: --set key=value (YAML value).")
+ExecutorOpt = typer.Option(None, help="local (this process) | ray (a Ray Data actor pool).")
+RayAddressOpt = typer.Option(None, help="Ray cluster host:port (default: $RAY_ADDRESS or local).")
+ActorsOpt = typer.Option(None, help="With --executor ray: engines (actors) in the pool.")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -164,6 +167,9 @@ def generate(
     problem_field: str = typer.Option(None),
     answer_field: str = typer.Option(None),
     id_field: str = typer.Option(None),
+    executor: str = ExecutorOpt,
+    ray_address: str = RayAddressOpt,
+    actors: int = ActorsOpt,
     recipe: Path = RecipeOpt,
     sets: list[str] = SetOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -186,6 +192,9 @@ def score(
     problem_field: str = typer.Option(None),
     answer_field: str = typer.Option(None),
     id_field: str = typer.Option(None),
+    executor: str = ExecutorOpt,
+    ray_address: str = RayAddressOpt,
+    actors: int = ActorsOpt,
     recipe: Path = RecipeOpt,
     sets: list[str] = SetOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -392,6 +401,9 @@ def bench(
     top_p: float = typer.Option(None),
     max_new_tokens: int = typer.Option(None),
     seed: int = typer.Option(None),
+    executor: str = ExecutorOpt,
+    ray_address: str = RayAddressOpt,
+    actors: int = ActorsOpt,
     recipe: Path = RecipeOpt,
     sets: list[str] = SetOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),

@@ -19,11 +19,12 @@ def test_help_does_not_import_heavy_libraries():
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from stepprune.cli import app\n"
-        "for args in (['--help'], ['eval', '--help'], ['sft', '--help'], ['grpo', '--help']):\n"
+        "for args in (['--help'], ['eval', '--help'], ['sft', '--help'], ['grpo', '--help'],\n"
+        "             ['generate', '--help'], ['score', '--help'], ['bench', '--help']):\n"
         "    r = CliRunner().invoke(app, args)\n"
         "    assert r.exit_code == 0, r.output\n"
         "assert 'generate' in CliRunner().invoke(app, ['--help']).output\n"
-        "heavy = ('torch', 'transformers', 'vllm', 'datasets', 'trl', 'peft', 'polars')\n"
+        "heavy = ('torch', 'transformers', 'vllm', 'datasets', 'trl', 'peft', 'polars', 'ray')\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -19,13 +19,14 @@ import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from stepprune.scaleout.options import ExecutorOptions
 from stepprune.stages.generate import SamplingOptions
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class BenchConfig(SamplingOptions):
+class BenchConfig(SamplingOptions, ExecutorOptions):
     models: list = field(default_factory=list)  # "name=model" (a path, hub id or packaged name)
     base: str | None = None  # the name of the base model (None: the first)
     benchmarks: list = field(default_factory=lambda: ["gsm8k"])  # built-in sets or files
@@ -37,6 +38,7 @@ class BenchConfig(SamplingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        ExecutorOptions.__post_init__(self)
         # A recipe may leave the models to flags (--model); run() refuses an empty list.
         named = self.named_models() if self.models else {}
         if self.base is not None and named and self.base not in named:
@@ -107,7 +109,8 @@ def generate_config(cfg: BenchConfig, model: str, source: str, out: Path):
     """The generate stage's config for one (model, benchmark): bench's sampling options."""
     from stepprune.stages.generate import GenerateConfig
 
-    shared = {f.name: copy.deepcopy(getattr(cfg, f.name)) for f in fields(SamplingOptions)}
+    names = [f.name for f in (*fields(SamplingOptions), *fields(ExecutorOptions))]
+    shared = {name: copy.deepcopy(getattr(cfg, name)) for name in names}
     return GenerateConfig(
         problems=source,
         model=model,
@@ -120,9 +123,11 @@ def generate_config(cfg: BenchConfig, model: str, source: str, out: Path):
 
 def run(cfg: BenchConfig) -> dict:
     from stepprune.evaluation.bench_report import write_report
+    from stepprune.scaleout.cluster import connect_first
     from stepprune.stages import generate
 
     models = cfg.named_models()
+    connect_first(cfg)
     check_inputs(cfg)
     for name, model in models.items():
         for source in cfg.benchmarks:

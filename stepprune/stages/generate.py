@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepprune.cot.steps import DEFAULT_STEP_PATTERN
+from stepprune.scaleout.options import ExecutorOptions
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class SamplingOptions:
 
 
 @dataclass
-class GenerateConfig(SamplingOptions):
+class GenerateConfig(SamplingOptions, ExecutorOptions):
     problems: str = "mawps_singleop"
     out: str = "runs/generate"
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
@@ -73,8 +74,14 @@ class GenerateConfig(SamplingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        ExecutorOptions.__post_init__(self)
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"--shard-index {self.shard_index} not in [0, {self.num_shards})")
+        if self.executor == "ray" and (self.num_shards > 1 or self.rescore):
+            raise ValueError(
+                "--executor ray balances the problems itself and does not rescore: drop "
+                "--num-shards/--rescore and run `stepprune score --executor ray` after a top-k run"
+            )
         try:
             re.compile(self.step_pattern)
         except re.error as e:
@@ -121,7 +128,9 @@ def run(cfg: GenerateConfig) -> dict:
     from stepprune.cot.summary import summarize_generations
     from stepprune.data.load import load_problems
     from stepprune.runlock import RunLock
+    from stepprune.scaleout.cluster import connect_first
 
+    connect_first(cfg)
     problems = load_problems(
         cfg.problems,
         data_dir=cfg.data_dir,
@@ -151,7 +160,11 @@ def _run_locked(cfg: GenerateConfig, problems) -> dict:
     items = pending_items(cfg, problems, done)
     log.info("%d problems, %d (problem, sample) items to generate", len(problems), len(items))
     timing, backend = {}, None
-    if items:
+    if items and cfg.executor == "ray":
+        from stepprune.scaleout.workers import generate_on_ray
+
+        timing["generation_seconds"] = generate_on_ray(cfg, items)
+    elif items:
         backend, timing["generation_seconds"] = _generate_items(cfg, items, staging or cfg.out)
     if staging is not None and staging.is_dir() and shard_files(staging):
         timing["rescoring_seconds"] = _rescore_staged(cfg, staging, backend)
@@ -205,20 +218,13 @@ def _staged_engine_dtype(staging: Path) -> str:
     return record.get("engine_dtype") or record.get("dtype", "auto")
 
 
-def _generate_items(cfg: GenerateConfig, items: list, out) -> tuple:
-    """Generate ``items`` batch by batch into ``out``, flushing as it goes; returns the backend
-    and the seconds spent generating."""
-    from tqdm.auto import tqdm
-
+def open_engine(cfg: GenerateConfig, model_path: str) -> tuple:
+    """The backend for ``cfg`` and the run record every row carries."""
     from stepprune.backends import load_backend
     from stepprune.cot.trajectory import RunInfo, package_versions
-    from stepprune.models import model_label, resolve_model
-    from stepprune.schema import GENERATIONS
-    from stepprune.shards import ShardWriter
+    from stepprune.models import model_label
 
-    backend = load_backend(
-        cfg.backend, resolve_model(cfg.model), dtype=cfg.dtype, **cfg.engine_kwargs
-    )
+    backend = load_backend(cfg.backend, model_path, dtype=cfg.dtype, **cfg.engine_kwargs)
     info = RunInfo(
         model=model_label(cfg.model),
         backend=cfg.backend,
@@ -227,6 +233,19 @@ def _generate_items(cfg: GenerateConfig, items: list, out) -> tuple:
         versions=package_versions("vllm" if cfg.backend == "vllm" else "accelerate"),
         grade_timeout=cfg.grade_timeout,
     )
+    return backend, info
+
+
+def _generate_items(cfg: GenerateConfig, items: list, out) -> tuple:
+    """Generate ``items`` batch by batch into ``out``, flushing as it goes; returns the backend
+    and the seconds spent generating."""
+    from tqdm.auto import tqdm
+
+    from stepprune.models import resolve_model
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import ShardWriter
+
+    backend, info = open_engine(cfg, resolve_model(cfg.model))
     tag = f"{cfg.shard_index:03d}of{cfg.num_shards:03d}"
     writer = ShardWriter(
         out,
@@ -240,7 +259,7 @@ def _generate_items(cfg: GenerateConfig, items: list, out) -> tuple:
     with writer:
         for start in range(0, len(items), cfg.batch_size):
             batch = items[start : start + cfg.batch_size]
-            for rows in _generate_batch(cfg, backend, batch, info):
+            for rows in generate_batch(cfg, backend, batch, info):
                 writer.write(rows)
                 writer.maybe_flush()
                 n_tok += sum(r["n_tokens"] for r in rows)
@@ -290,7 +309,7 @@ def _sampling_record(cfg: GenerateConfig, backend) -> dict:
     return record
 
 
-def _generate_batch(cfg, backend, batch, info):
+def generate_batch(cfg, backend, batch, info):
     """Yield the batch's rows as they are ready: one at a time from a streaming backend (vLLM,
     whose batch can be a whole set), all at once from the others."""
     from stepprune.cot.trajectory import build_row

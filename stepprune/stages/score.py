@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stepprune.cot.steps import DEFAULT_STEP_PATTERN
+from stepprune.scaleout.options import ExecutorOptions
 from stepprune.stages.generate import DEFAULT_PROMPT
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(ExecutorOptions):
     input: str = ""
     out: str = "runs/score"
     model: str | None = None  # must be the generating model for generations shards
@@ -41,6 +42,7 @@ class ScoreConfig:
     grade_timeout: float = 5.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("chunk", "rows_per_shard", "token_budget", "group_rows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -82,17 +84,35 @@ def run(cfg: ScoreConfig) -> dict:
     from stepprune.cot.summary import summarize_generations
     from stepprune.models import model_label, resolve_model
     from stepprune.runlock import RunLock
+    from stepprune.scaleout.cluster import connect_first
 
     if not cfg.input:
         raise ValueError("score needs --input: generations shards or a CoT file")
+    connect_first(cfg)
     generations = _is_generations(cfg.input)
     dtype = _generation_dtype(cfg.input) if generations and cfg.dtype == "auto" else cfg.dtype
+    if cfg.executor == "ray":
+        return _score_on_ray(cfg, dtype, generations)
     with RunLock(cfg.out, "score"):
         rescorer = Rescorer(
             resolve_model(cfg.model), dtype=dtype, token_budget=cfg.token_budget, chunk=cfg.chunk
         )
         rows = _generation_rows(cfg) if generations else _file_rows(cfg, rescorer)
         seconds = rescore_rows(rows, rescorer, model_label(cfg.model), cfg)
+    return {**summarize_generations(cfg.out), "rescoring_seconds": round(seconds, 1)}
+
+
+def _score_on_ray(cfg: ScoreConfig, dtype: str, generations: bool) -> dict:
+    from stepprune.cot.summary import summarize_generations
+    from stepprune.runlock import RunLock
+    from stepprune.scaleout.workers import score_on_ray
+
+    if not generations:
+        raise ValueError(f"{cfg.input}: --executor ray rescores generations shards, not CoT files")
+    if dtype != "auto":
+        _check_dtype(cfg.out, dtype)  # here, before any actor loads a model
+    with RunLock(cfg.out, "score"):
+        seconds = score_on_ray(cfg, dtype)
     return {**summarize_generations(cfg.out), "rescoring_seconds": round(seconds, 1)}
 
 
