@@ -48,8 +48,9 @@ def _counts(summary: dict) -> list[tuple[str, object]]:
     ]
 
 
-def write_card(out_dir: Path, cfg, stats, inputs: list[Path]) -> None:
-    """README.md and manifest.json for a pruned dataset in ``out_dir``."""
+def write_card(out_dir: Path, cfg, stats, inputs: list[Path], name: str | None = None) -> None:
+    """README.md and manifest.json for a pruned dataset in ``out_dir``, which will be renamed
+    to ``name`` (the staging directory's own name must not reach the card)."""
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -84,8 +85,8 @@ Kappa per row (one value unless `--kappa verified`):
 
 {_table(("kappa", "rows"), list(summary["kappa_counts"].items()))}
 
-Load with `datasets.load_dataset("parquet", data_files="{out_dir.name}/*.parquet")` or
-`polars.read_parquet("{out_dir.name}/*.parquet")`. `prompt`/`completion` are SFT-ready.
+Load with `datasets.load_dataset("parquet", data_files="{name or out_dir.name}/*.parquet")` or
+`polars.read_parquet("{name or out_dir.name}/*.parquet")`. `prompt`/`completion` are SFT-ready.
 """
     (out_dir / "README.md").write_text(text)
     files = sorted(out_dir.glob("*.parquet"))

@@ -71,6 +71,7 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert bins["20–30%"] == "1" and sum(map(int, bins.values())) == 1
     assert "| thinking-token reduction, mean | 20.0% |" in card
     assert "| compression | zstd |" in card
+    assert 'data_files="out/*.parquet"' in card and ".tmp-" not in card  # not the staging dir
 
 
 def test_interop_datasets_polars_duckdb(tmp_path):

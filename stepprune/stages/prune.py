@@ -87,7 +87,7 @@ def run(cfg: PruneConfig) -> dict:
     stats.verified = _verified(cfg, files)
     try:
         _prune_shards(files, spec, cfg, tokenizer, stats, staging)
-        write_card(staging, cfg, stats, files)
+        write_card(staging, cfg, stats, files, name=out.name)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
