@@ -85,14 +85,10 @@ class ScoreWorker:
         return row["problem_id"], row["sample_index"]
 
     def __call__(self, rows: list[dict]):
-        from stepprune.stages.score import _rescored_row
+        from stepprune.stages.score import _groups, rescore_group
 
-        dtype, size = self.rescorer.dtype_name, self.cfg.group_rows
-        for start in range(0, len(rows), size):
-            group = rows[start : start + size]
-            scored = self.rescorer.score([(r["prompt_token_ids"], r["token_ids"]) for r in group])
-            pairs = zip(group, scored, strict=True)
-            yield [_rescored_row(r, e, lp, self.label, dtype) for r, (e, lp) in pairs]
+        for group in _groups(rows, set(), size=self.cfg.group_rows):
+            yield rescore_group(group, self.rescorer, self.label)
 
 
 def _absolute(path: str) -> str:

@@ -140,16 +140,19 @@ def rescore_rows(rows, rescorer, label: str, cfg, tag: str = "00000") -> float:
     started, n_tok = time.monotonic(), 0
     with writer:
         for group in _groups(rows, done, size=getattr(cfg, "group_rows", 256)):
-            pairs = [(r["prompt_token_ids"], r["token_ids"]) for r in group]
-            scored = rescorer.score(pairs, progress=bar)
-            dtype = rescorer.dtype_name
-            rescored = zip(group, scored, strict=True)
-            writer.write([_rescored_row(r, e, lp, label, dtype) for r, (e, lp) in rescored])
+            writer.write(rescore_group(group, rescorer, label, progress=bar))
             writer.maybe_flush()
-            n_tok += sum(len(p) + len(c) for p, c in pairs)
+            n_tok += sum(len(r["prompt_token_ids"]) + len(r["token_ids"]) for r in group)
             bar.set_postfix(tok_s=f"{n_tok / (time.monotonic() - started):.0f}")
     bar.close()
     return time.monotonic() - started
+
+
+def rescore_group(group: list[dict], rescorer, label: str, progress=None) -> list[dict]:
+    """The rows of ``group`` with exact entropies (one rescorer call; local and Ray workers)."""
+    scored = rescorer.score([(r["prompt_token_ids"], r["token_ids"]) for r in group], progress)
+    dtype = rescorer.dtype_name
+    return [_rescored_row(r, e, lp, label, dtype) for r, (e, lp) in zip(group, scored, strict=True)]
 
 
 def _check_dtype(out, dtype: str) -> None:
