@@ -82,6 +82,8 @@ def main(model: str, out: str) -> None:
         "world": trainer.accelerator.num_processes,
     }
     Path(out, f"rank{rank}.json").write_text(json.dumps(record))
+    # As every script under accelerate launch should: destroy the process group before exit.
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

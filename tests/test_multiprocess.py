@@ -138,3 +138,29 @@ def test_sft_under_two_processes_equals_one_process_with_the_same_global_batch(
     assert len(moved) >= len(a) // 2
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "argv, code",
+    [(["problems"], 0), (["prune", "-i", "/nonexistent-input", "--out", "unused"], 1)],
+    ids=["success", "refusal"],
+)
+def test_the_cli_destroys_the_process_group_on_every_exit(argv, code, tmp_path, monkeypatch):
+    """A rank that exits with its gloo group alive can abort in std::terminate (issue #29):
+    the CLI destroys the group whether the command succeeds or is refused."""
+    import torch.distributed as dist
+
+    from stepprune import cli
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(sys, "argv", ["stepprune", *argv])
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+        assert exit_info.value.code == code
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
