@@ -3,7 +3,10 @@
 This module owns the on-disk contract that other projects load. A schema carries
 ``stepprune.schema`` and ``stepprune.schema_version`` in its Arrow metadata; writers validate rows
 before Arrow sees them (pyarrow silently fills a missing key with null), and readers refuse a file
-whose name or version differs. Column meanings are documented in data/README.md.
+whose name differs or whose version it cannot read. A reader still takes a schema's older
+versions listed in ``Schema.reads`` and casts their columns up to the current types (``upcast``),
+so shards written before a type change keep loading. Column meanings are documented in
+data/README.md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class Schema:
     version: int
     arrow: pa.Schema
     key: tuple[str, ...]
+    # Older versions still read: same columns, some in narrower types that ``upcast`` widens.
+    reads: tuple[int, ...] = ()
 
     def with_metadata(self) -> pa.Schema:
         return self.arrow.with_metadata(
@@ -117,7 +122,10 @@ GENERATIONS = Schema(
 
 PRUNED = Schema(
     name="pruned",
-    version=1,
+    # v2: kappa float64, as in eval_results, so the two join on kappa (v1 wrote float32: 0.8
+    # became 0.800000011920929 and matched no eval row). v1 is read, its kappa cast up.
+    version=2,
+    reads=(1,),
     key=("problem_id", "sample_index"),
     arrow=pa.schema(
         _problem_fields()
@@ -134,7 +142,7 @@ PRUNED = Schema(
             _f("original_thinking_tokens", pa.int32()),
             _f("kept_thinking_tokens", pa.int32()),
             _f("compression_ratio", pa.float32()),
-            _f("kappa", pa.float32()),
+            _f("kappa", pa.float64()),
             _f("strategy", pa.string()),
             _f("score", pa.string()),
             _f("budget", pa.string()),
@@ -226,7 +234,7 @@ def identify(arrow_schema: pa.Schema) -> tuple[str | None, int | None]:
 
 
 def check_file_schema(arrow_schema: pa.Schema, expected: Schema, path: str | Path) -> None:
-    """Refuse a file that is not a stepprune ``expected`` file of the same version."""
+    """Refuse a file that is not a stepprune ``expected`` file of a version it reads."""
     name, version = identify(arrow_schema)
     if name is None:
         raise SchemaError(
@@ -235,10 +243,10 @@ def check_file_schema(arrow_schema: pa.Schema, expected: Schema, path: str | Pat
         )
     if name != expected.name:
         raise SchemaError(f"{path}: is a '{name}' file, expected '{expected.name}'")
-    if version != expected.version:
+    if version != expected.version and version not in expected.reads:
+        readable = ", ".join(str(v) for v in (expected.version, *expected.reads))
         raise SchemaError(
-            f"{path}: '{name}' schema version {version}, this stepprune reads "
-            f"version {expected.version}"
+            f"{path}: '{name}' schema version {version}, this stepprune reads version {readable}"
         )
     missing = [n for n in expected.arrow.names if n not in arrow_schema.names]
     if missing:
@@ -247,6 +255,38 @@ def check_file_schema(arrow_schema: pa.Schema, expected: Schema, path: str | Pat
         found = arrow_schema.field(field.name).type
         if _family(found) != _family(field.type):
             raise SchemaError(f"{path}: column '{field.name}' is {found}, expected {field.type}")
+
+
+def upcast(batch: pa.RecordBatch, schema: Schema, origin: str) -> pa.RecordBatch:
+    """``batch`` with every column of ``schema`` in the schema's type and the current version's
+    metadata, so batches of an older version (or of another writer's widths) read, and
+    concatenate, as the current version. Columns already in their type are not copied."""
+    fields, arrays = [], []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        idx = schema.arrow.get_field_index(name)
+        field = batch.schema.field(name) if idx < 0 else schema.arrow.field(idx)
+        if column.type == pa.float32() and field.type == pa.float64():
+            column = _decimal_float64(column)
+        elif column.type != field.type:
+            try:
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise SchemaError(
+                    f"{origin}: column '{name}' does not fit {field.type} ({e})"
+                ) from e
+        fields.append(field)
+        arrays.append(column)
+    meta = schema.with_metadata().metadata
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
+
+
+def _decimal_float64(column: pa.Array) -> pa.Array:
+    """float32 values as float64 by their shortest decimal: a v1 kappa 0.8 was stored as
+    0.800000011920929 and reads as 0.8 again, equal to the 0.8 of eval_results."""
+    import numpy as np
+
+    values = column.to_numpy(zero_copy_only=False).astype(np.float32)
+    return pa.array(values.astype(str).astype(np.float64), mask=column.is_null().to_numpy(False))
 
 
 def _family(t: pa.DataType) -> str:

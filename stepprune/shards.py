@@ -32,6 +32,7 @@ from stepprune.schema import (
     check_nulls,
     open_parquet,
     to_table,
+    upcast,
 )
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,8 @@ def iter_batches(
     columns: list[str] | None = None,
     batch_size: int = 1024,
 ) -> Iterator[tuple[Path, pa.RecordBatch]]:
-    """Stream (file, record batch) pairs, checking each file's schema before reading it."""
+    """Stream (file, record batch) pairs, checking each file's schema before reading it; the
+    batches of an older version it reads come cast up to the current one."""
     for path in shard_files(source):
         pf = open_parquet(path)
         check_file_schema(pf.schema_arrow, schema, path)
@@ -237,7 +239,7 @@ def iter_batches(
         for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
             check_nulls(pa.Table.from_batches([batch]), schema, str(path), start)
             start += batch.num_rows
-            yield path, batch
+            yield path, upcast(batch, schema, str(path))
 
 
 def read_table(source, schema: Schema, columns: list[str] | None = None) -> pa.Table:

@@ -117,6 +117,75 @@ def test_paired_differences_and_their_cis(bench_run):
     assert pooled["d_len"] == pytest.approx(np.concatenate(list(diffs.values())).mean())
 
 
+def hand_rows(samples: dict[str, list[int]], model: str = "base") -> pl.DataFrame:
+    """bench's per-sample rows for ``samples`` (problem -> correct flags), one benchmark."""
+    rows = [(p, bool(c)) for p, flags in samples.items() for c in flags]
+    return pl.DataFrame(
+        {
+            "problem_id": [p for p, _ in rows],
+            "correct": [c for _, c in rows],
+            "n_tokens": [10] * len(rows),
+            "n_thinking_tokens": [5] * len(rows),
+            "n_steps": [1] * len(rows),
+            "n_skip": [0] * len(rows),
+            "model": [model] * len(rows),
+            "benchmark": ["b"] * len(rows),
+        }
+    )
+
+
+def hand_cfg(tmp_path, **kw):
+    from types import SimpleNamespace
+
+    settings = dict(ci_level=0.95, bootstrap=4000, seed=0, base_name="base", n_samples=1)
+    return SimpleNamespace(out=str(tmp_path), **{**settings, **kw})
+
+
+def test_acc_ci_resamples_the_mean_of_per_problem_means(tmp_path):
+    from stepprune.evaluation.bench_report import main_table
+
+    # a: 1 of 1 correct, b: 0 of 3. acc = (1 + 0) / 2 = 0.5; the pooled ratio would be 1/4.
+    # Drawing two problems with replacement gives {a,a} = 1, {a,b} = 0.5 (probability 1/2),
+    # {b,b} = 0; the 40 % and 60 % quantiles of that lie in the 0.5 block: the 20 % interval
+    # is exactly [0.5, 0.5] (over pooled samples {a,b} would be 0.25).
+    rows = hand_rows({"a": [1], "b": [0, 0, 0]})
+    r = main_table(rows, hand_cfg(tmp_path, ci_level=0.2)).row(0, named=True)
+    assert (r["acc"], r["acc_low"], r["acc_high"]) == (0.5, 0.5, 0.5)
+
+    # Unequal counts again, against an independent bootstrap over problems (same seed).
+    samples = {
+        "p1": [1],
+        "p2": [0, 0, 0, 0],
+        "p3": [1, 1, 0],
+        "p4": [0, 1],
+        "p5": [0, 0, 0, 0, 0, 1],
+        "p6": [1, 1, 1, 1],
+    }
+    r = main_table(hand_rows(samples), hand_cfg(tmp_path)).row(0, named=True)
+    means = np.array([np.mean(samples[p]) for p in sorted(samples)])
+    pooled = sum(map(sum, samples.values())) / sum(map(len, samples.values()))
+    assert r["acc"] == pytest.approx(means.mean()) and abs(means.mean() - pooled) > 0.05
+    pick = np.random.default_rng(0).integers(0, len(means), size=(4000, len(means)))
+    low, high = np.quantile(means[pick].mean(axis=1), [0.025, 0.975])
+    assert (r["acc_low"], r["acc_high"]) == pytest.approx((low, high))
+    assert r["acc_low"] <= r["acc"] <= r["acc_high"]
+
+
+def test_paired_cis_resample_the_paired_mean_shown(tmp_path):
+    from stepprune.evaluation.bench_report import paired_table
+
+    base = {"a": [1], "b": [0, 0, 0], "c": [1, 0], "d": [1, 1, 1, 0]}
+    other = {"a": [0, 1, 1], "b": [1], "c": [1, 1, 0, 0, 0], "d": [0]}
+    rows = pl.concat([hand_rows(base), hand_rows(other, "m")])
+    cfg = hand_cfg(tmp_path, named_models=lambda: ["base", "m"], benchmarks=["b"])
+    r = paired_table(rows, cfg).filter(pl.col("benchmark") == "b").row(0, named=True)
+    diffs = np.array([np.mean(other[p]) - np.mean(base[p]) for p in sorted(base)])
+    assert r["d_acc"] == pytest.approx(diffs.mean())
+    pick = np.random.default_rng(0).integers(0, len(diffs), size=(4000, len(diffs)))
+    low, high = np.quantile(diffs[pick].mean(axis=1), [0.025, 0.975])
+    assert (r["d_acc_low"], r["d_acc_high"]) == pytest.approx((low, high))
+
+
 def test_hand_values_for_ks_and_constant_cis():
     assert ks(1) == [1] and ks(3) == [1, 2, 3] and ks(16) == [1, 2, 4, 8, 16]
     assert bootstrap_ci([1.0, 1.0, 1.0], n_boot=50) == (1.0, 1.0)  # no spread, no interval

@@ -93,6 +93,29 @@ def test_reader_refuses_wrong_version_and_foreign_files(tmp_path):
         read_table(other, TOY)
 
 
+def test_reader_casts_older_versions_and_other_widths_up(tmp_path):
+    arrow = pa.schema([pa.field("k", pa.float64()), pa.field("n", pa.int32())])
+    wide = Schema("wide", 3, arrow, ("k",), reads=(2,))
+
+    def write(name, version, k, n, k_type=pa.float32(), n_type=pa.int64()):
+        meta = {b"stepprune.schema": b"wide", b"stepprune.schema_version": str(version).encode()}
+        schema = pa.schema([pa.field("k", k_type), pa.field("n", n_type)], metadata=meta)
+        pq.write_table(pa.table({"k": k, "n": n}, schema=schema), tmp_path / name)
+
+    write("a.parquet", 2, [0.1, 0.8], [1, 2])  # the older version: float32, int64
+    write("b.parquet", 3, [0.3], [3], k_type=pa.float64(), n_type=pa.int32())
+    table = read_table(tmp_path, wide)
+    assert table.schema.field("k").type == pa.float64()
+    assert table.column("k").to_pylist() == [0.1, 0.8, 0.3]  # not 0.10000000149011612
+    assert table.schema.field("n").type == pa.int32() and table.column("n").to_pylist() == [1, 2, 3]
+    write("c.parquet", 3, [0.5], [2**40], k_type=pa.float64())
+    with pytest.raises(SchemaError, match=r"c.parquet: column 'n' does not fit int32"):
+        read_table(tmp_path, wide)
+    write("c.parquet", 1, [0.5], [1])
+    with pytest.raises(SchemaError, match=r"c.parquet: 'wide' schema version 1, .* version 3, 2"):
+        read_table(tmp_path, wide)
+
+
 CRASH = textwrap.dedent(
     """
     import os, sys

@@ -4,7 +4,7 @@ Per benchmark and model (and an ``average`` row per model over the benchmarks, a
 Table 1):
 
 - ``acc``: pass@1 averaged over samples (per problem, then over problems), with a bootstrap CI
-  that resamples problems;
+  that resamples problems and recomputes that same mean of per-problem means;
 - ``len``: mean completion tokens, thinking and answer together, the end-of-sequence token
   included; ``thinking``: mean thinking tokens (the text before the answer, ``cot.steps``);
 - ``reduction_pct`` = 100 (1 - len / len_base); ``l_acc`` = acc sqrt(1 - len / len_base)
@@ -72,15 +72,15 @@ def _timing(cfg, model: str, bench: str) -> tuple[float, float]:
 def _stats(g, cfg, model: str, bench: str) -> dict:
     import polars as pl
 
-    per_problem = g.group_by("problem_id").agg(pl.col("correct").cast(pl.Float64).mean())
-    acc = float(per_problem["correct"].mean())
-    low, high = bootstrap_ci(
-        g["correct"].cast(pl.Float64).to_numpy(),
-        level=cfg.ci_level,
-        n_boot=cfg.bootstrap,
-        seed=cfg.seed,
-        groups=g["problem_id"].to_numpy(),
+    # acc weighs every problem alike, however many samples it has; so does its interval, which
+    # resamples the per-problem means (sorted: the draw must not depend on row order), not the
+    # pooled samples of the drawn problems.
+    per_problem = (
+        g.group_by("problem_id").agg(pl.col("correct").cast(pl.Float64).mean()).sort("problem_id")
     )
+    means = per_problem["correct"].to_numpy()
+    acc = float(means.mean())
+    low, high = bootstrap_ci(means, level=cfg.ci_level, n_boot=cfg.bootstrap, seed=cfg.seed)
     n = int(g.group_by("problem_id").len()["len"].min())
     with_steps = g.filter(pl.col("n_steps") > 0)
     ratio = (with_steps["n_skip"] / with_steps["n_steps"]).mean() if with_steps.height else 0.0

@@ -16,7 +16,10 @@ def bootstrap_ci(
     """Percentile bootstrap interval for the mean of ``values``.
 
     With ``groups`` (e.g. problem ids when a problem has several samples), whole groups are
-    resampled, since samples of one problem are not independent. An empty input gives NaNs.
+    resampled, since samples of one problem are not independent, and each draw's statistic is
+    the pooled mean of its values (sum over the drawn groups / their count): the interval of
+    ``mean(values)``. For a mean of per-group means, pass those means without ``groups``.
+    An empty input gives NaNs.
     """
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:

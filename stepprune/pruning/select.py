@@ -292,7 +292,7 @@ def pruned_columns(df: pl.DataFrame, spec: PruneSpec):
         original_thinking_tokens=n_think,
         kept_thinking_tokens="kept_thinking_tokens",
         compression_ratio=ratio.cast(pl.Float32),
-        kappa=(pl.col("_kappa") if "_kappa" in df.columns else pl.lit(spec.kappa)).cast(pl.Float32),
+        kappa=(pl.col("_kappa") if "_kappa" in df.columns else pl.lit(spec.kappa)).cast(pl.Float64),
         strategy=pl.lit(spec.strategy),
         score=pl.lit(spec.score),
         budget=pl.lit(spec.budget),
