@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 from pathlib import Path
 
 import typer
@@ -422,21 +421,13 @@ def bench(
     typer.echo(f"tables and plots: {cfg.out}")
 
 
-def _end_process_group() -> None:
-    """Destroy the torch.distributed process group a stage ran under (``accelerate launch``),
-    on every exit path. Left to interpreter exit, gloo's C++ threads can outlive it and abort
-    the rank with std::terminate ("terminate called without an active exception"), turning a
-    finished run into a failed one. Imports nothing: without torch loaded there is no group."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def main() -> None:
+    from stepprune.process_group import end_process_group
+
     try:
         app()
     finally:
-        _end_process_group()
+        end_process_group()  # before interpreter exit: see stepprune/process_group.py
 
 
 if __name__ == "__main__":

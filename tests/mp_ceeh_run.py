@@ -10,6 +10,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import GRPOConfig
 
+from stepprune.process_group import end_process_group
 from stepprune.rl.ceeh import CEEH
 from stepprune.rl.trainer import RLTrainer
 
@@ -82,9 +83,9 @@ def main(model: str, out: str) -> None:
         "world": trainer.accelerator.num_processes,
     }
     Path(out, f"rank{rank}.json").write_text(json.dumps(record))
-    # As every script under accelerate launch should: destroy the process group before exit.
-    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
+    # As every script under accelerate launch should, once its trainers are gone (issue #29).
+    end_process_group()
