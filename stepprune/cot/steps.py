@@ -11,10 +11,13 @@ Rules (documented in README "Steps"):
 - A step is the whitespace-stripped text between separators (default: a blank line); empty
   segments make no step. Every ``[SKIP]`` is a skipped step with no text, also when a segment
   holds several or holds text beside it (``[SKIP][SKIP]``, ``a [SKIP] b``: a, skip, b).
-- Token assignment: a token belongs to the step that contains its first non-separator
-  character, i.e. step k starts at the token holding step k's first character; tokens before
-  the first step belong to step 0, and separator-only tokens belong to the step before them.
-  The steps' token spans therefore partition the thinking tokens exactly.
+- Token char spans: a token owns the characters whose first byte it carries, so a multi-byte
+  character split over tokens (byte fallback ``<0xE2>``, byte-level BPE) belongs to the token
+  with its first byte, and a token holding only later bytes of one owns nothing.
+- Token assignment: step k starts at the first token carrying any byte of step k's first
+  character (step 0 at token 0), and every other token goes with the token before it. So
+  separator-only tokens stay with the step before, while a token straddling a blank line
+  (``.\\n\\nThird``) opens the next step. The spans partition the thinking tokens exactly.
 - A token straddling the end of the thinking part belongs to the answer part.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
 import re
 from dataclasses import dataclass
 
@@ -94,37 +98,70 @@ def _skip_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
 def token_char_offsets(tokenizer, token_ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
     """Decode ``token_ids`` incrementally; return the text and each token's [start, end) chars.
 
-    A token that completes a multi-byte character owns it; tokens holding only a partial byte
-    sequence get an empty span. Special tokens decode as their text (``skip_special_tokens=False``).
+    A token owns the characters whose first byte it carries (module rules): the token that
+    starts a multi-byte character owns it, tokens holding only its later bytes get an empty
+    span. Special tokens decode as their text (``skip_special_tokens=False``).
     """
     text, offsets, window = "", [], 6
-    pending_from = 0
+    pending_from, waiting = 0, []  # waiting: decodes ending inside a character not yet complete
     for i in range(len(token_ids)):
         lo = max(0, pending_from - window)
         prefix = tokenizer.decode(token_ids[lo:pending_from], skip_special_tokens=False)
         full = tokenizer.decode(token_ids[lo : i + 1], skip_special_tokens=False)
         if full.endswith("\ufffd") and i + 1 < len(token_ids):
-            offsets.append((len(text), len(text)))
+            waiting.append(full)
             continue
-        delta = full[len(prefix) :] if full.startswith(prefix) else full
-        offsets.append((len(text), len(text) + len(delta)))
+        base = len(prefix) if full.startswith(prefix) else 0
+        delta = full[base:]
+        ends = [e - base for e in _chars_begun(waiting, full, base)] + [len(delta)]
+        offsets += [(len(text) + s, len(text) + e) for s, e in _clamped_spans(ends, len(delta))]
         text += delta
-        pending_from = i + 1
+        pending_from, waiting = i + 1, []
     reference = tokenizer.decode(token_ids, skip_special_tokens=False)
     if text != reference:
         return _quadratic_offsets(tokenizer, token_ids)
     return text, offsets
 
 
+def _chars_begun(partials: list[str], final: str, complete: int) -> list[int]:
+    """For decodes of ever longer token prefixes, how many chars of ``final`` each has begun.
+
+    A decode that is a prefix of ``final`` has begun exactly its chars. One that is not ends in
+    the first bytes of a char, shown as U+FFFD, and has begun one char more than it shares with
+    ``final``, and at least one more than the last complete decode (``complete`` chars): Llama's
+    byte-fallback decoder shows a whole run of byte tokens as U+FFFD while one is incomplete, so
+    "\\n\\n" followed by <0xE2> decodes as three U+FFFD and hides the two newlines.
+    """
+    ends = []
+    for partial in partials:
+        shared = len(os.path.commonprefix([partial, final]))
+        if shared == len(partial):
+            complete = shared
+            ends.append(shared)
+        else:
+            ends.append(max(shared, complete) + 1)
+    return ends
+
+
+def _clamped_spans(ends: list[int], limit: int) -> list[tuple[int, int]]:
+    """Consecutive [start, end) spans from running ends, kept within [0, limit] and monotone."""
+    spans, start = [], 0
+    for end in ends:
+        end = min(max(end, start), limit)
+        spans.append((start, end))
+        start = end
+    return spans
+
+
 def _quadratic_offsets(tokenizer, token_ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
     # Exact but O(n^2): only for tokenizers whose windowed decode disagrees with a full decode.
-    offsets, prev = [], 0
-    for i in range(len(token_ids)):
-        n = len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=False).rstrip("\ufffd"))
-        n = max(n, prev)
-        offsets.append((prev, n))
-        prev = n
-    return tokenizer.decode(token_ids, skip_special_tokens=False), offsets
+    text = tokenizer.decode(token_ids, skip_special_tokens=False)
+    partials = [
+        tokenizer.decode(token_ids[: i + 1], skip_special_tokens=False)
+        for i in range(len(token_ids) - 1)
+    ]
+    ends = _chars_begun(partials, text, 0) + [len(text)]
+    return text, _clamped_spans(ends, len(text)) if token_ids else []
 
 
 def count_thinking_tokens(offsets: list[tuple[int, int]], thinking_end: int) -> int:
