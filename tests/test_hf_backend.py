@@ -78,3 +78,105 @@ def test_teacher_forced_rescoring_matches_generation(backend):
         ent, lp = teacher_forced(backend.model, prompt, out.token_ids, chunk=chunk)
         assert np.abs(np.array(ent) - np.array(out.entropies)).max() < 1e-4
         assert np.abs(np.array(lp) - np.array(out.logprobs)).max() < 1e-4
+
+
+# A checkpoint whose generation_config.json asks for sampling transforms the backend must ignore:
+# transformers 5 fills every GenerationConfig field left None from this file.
+CHECKPOINT_DEFAULTS = dict(
+    do_sample=True,
+    temperature=0.3,
+    top_p=0.5,
+    top_k=3,
+    min_p=0.2,
+    repetition_penalty=1.5,
+    no_repeat_ngram_size=2,
+)
+
+
+@pytest.fixture(scope="module")
+def defaults_model_dir(tmp_path_factory):
+    import json
+
+    from conftest import make_tiny_model
+
+    path = make_tiny_model(tmp_path_factory.mktemp("tiny-with-gen-defaults"))
+    gen = json.loads((path / "generation_config.json").read_text())
+    (path / "generation_config.json").write_text(json.dumps({**gen, **CHECKPOINT_DEFAULTS}))
+    return path
+
+
+def _reference_sample(model, prompt, spec, stop_ids):
+    """A hand-written sampler: uncached forward, raw logits / T, nucleus, one multinomial draw
+    per step from the global generator seeded as the backend seeds it (transformers draws
+    ``torch.multinomial(softmax(scores), 1)`` on a [batch, vocab] tensor at every step)."""
+    torch.manual_seed(spec.seed)
+    ids, out = list(prompt), []
+    with torch.no_grad():
+        for _ in range(spec.max_new_tokens):
+            logits = model(torch.tensor([ids])).logits[:, -1].float()
+            if spec.greedy:
+                token = int(logits.argmax(-1))
+            else:
+                scores = logits / spec.temperature
+                p, order = scores.softmax(-1).sort(descending=True)
+                # keep a token while the mass ranked strictly above it is below top_p
+                keep = torch.zeros_like(p, dtype=torch.bool).scatter(
+                    1, order, p.cumsum(-1) - p < spec.top_p
+                )
+                token = int(torch.multinomial(scores.masked_fill(~keep, -torch.inf).softmax(-1), 1))
+            out.append(token)
+            ids.append(token)
+            if token in stop_ids:
+                break
+    return out
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_checkpoint_generation_defaults_change_neither_samples_nor_entropies(
+    defaults_model_dir, greedy
+):
+    from stepprune.backends.hf import HFBackend
+    from stepprune.backends.rescore import Rescorer
+
+    backend = HFBackend(str(defaults_model_dir), dtype="float32")
+    rescorer = Rescorer(str(defaults_model_dir), dtype="float32")
+    spec = SamplingSpec(max_new_tokens=24, greedy=greedy, temperature=0.8, top_p=0.9, seed=5)
+    for text in ("Tom has 3 apples", "First, compute"):
+        prompt = backend.tokenizer(text)["input_ids"]
+        out = backend.generate([prompt], spec)[0]
+        assert out.token_ids == _reference_sample(backend.model, prompt, spec, backend.stop_ids)
+        (ent, lp) = rescorer.score([(prompt, out.token_ids)])[0]  # the score stage's path
+        np.testing.assert_allclose(out.entropies, ent, atol=1e-4)
+        np.testing.assert_allclose(out.logprobs, lp, atol=1e-4)
+        assert np.std(ent) > 0.01
+
+
+def test_entropy_is_of_raw_logits_when_sampling_kwargs_add_a_penalty(backend):
+    """Like vLLM's raw log-probs: a penalty reshapes what is sampled, never what is measured."""
+    from stepprune.backends.rescore import teacher_forced
+
+    prompt = backend.tokenizer("Then divide by 4")["input_ids"]
+    plain = SamplingSpec(max_new_tokens=24, greedy=True)
+    penalised = SamplingSpec(max_new_tokens=24, greedy=True, extra={"repetition_penalty": 2.0})
+    raw = backend.generate([prompt], plain)[0]
+    out = backend.generate([prompt], penalised)[0]
+    assert out.token_ids != raw.token_ids  # the penalty did change the sample
+    ent, lp = teacher_forced(backend.model, prompt, out.token_ids)
+    np.testing.assert_allclose(out.entropies, ent, atol=1e-4)
+    np.testing.assert_allclose(out.logprobs, lp, atol=1e-4)
+
+
+def test_sampling_record_names_the_forced_and_the_ignored_settings(defaults_model_dir, tmp_path):
+    import json
+
+    from conftest import tiny_generate
+
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import read_table
+
+    gen = tiny_generate(defaults_model_dir, tmp_path, 1, max_new_tokens=4)
+    record = json.loads(read_table(gen, GENERATIONS).column("sampling")[0].as_py())
+    assert record["hf_generation"]["top_k"] == 0
+    assert record["hf_generation"]["repetition_penalty"] == 1.0
+    ignored = record["hf_ignored_model_defaults"]
+    assert {k: ignored[k] for k in CHECKPOINT_DEFAULTS} == CHECKPOINT_DEFAULTS

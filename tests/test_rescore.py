@@ -68,7 +68,7 @@ def test_head_sees_at_most_chunk_positions_per_call(model):
     pairs = [([5, 6, 7], list(range(10, 210))), ([8], list(range(20, 120)))]
     calls = []
     hook = model.get_output_embeddings().register_forward_hook(
-        lambda mod, args, out: calls.append(tuple(out.shape))
+        lambda mod, args, out: calls.append((out.numel() // out.shape[-1], out.shape[-1]))
     )
     try:
         teacher_forced_batch(model, pairs, chunk=32)
@@ -78,6 +78,76 @@ def test_head_sees_at_most_chunk_positions_per_call(model):
     assert all(rows <= 32 and v == vocab for rows, v in calls)
     assert len(calls) == -(-300 // 32)  # ceil(300 completion tokens / 32)
     assert sum(rows for rows, _ in calls) == 300
+
+
+# Tiny random models of families whose ForCausalLM.forward changes the head's output, each with
+# the knob set so that getting it wrong (or ignoring it) moves the entropies far beyond 1e-5.
+SMALL = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=128,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+FAMILIES = {
+    "llama": ("LlamaConfig", {}),
+    "cohere": ("CohereConfig", dict(logit_scale=0.25)),  # multiplies
+    "granite": ("GraniteConfig", dict(logits_scaling=4.0)),  # divides
+    "hyperclovax": ("HyperCLOVAXConfig", dict(logits_scaling=4.0)),  # multiplies
+    "falcon_h1": (  # lm_head_multiplier, read from the decoder
+        "FalconH1Config",
+        dict(
+            lm_head_multiplier=0.25,
+            mamba_d_ssm=32,
+            mamba_n_heads=4,
+            mamba_d_head=8,
+            mamba_d_state=8,
+            mamba_n_groups=1,
+            mamba_chunk_size=16,
+        ),
+    ),
+    "gemma2": ("Gemma2Config", dict(final_logit_softcapping=10.0, head_dim=16)),
+    "mpt": (  # logit_scale None: no scaling
+        "MptConfig",
+        dict(d_model=32, n_heads=2, n_layers=2, vocab_size=128, max_seq_len=128),
+    ),
+}
+
+
+def _family_model(name):
+    import transformers
+
+    config_name, knobs = FAMILIES[name]
+    base = {} if name == "mpt" else dict(SMALL)
+    config = getattr(transformers, config_name)(**base, **knobs)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # peaked, varied distributions (MPT's head is also its embedding)
+        model.get_output_embeddings().weight.mul_(10.0 if name == "mpt" else 40.0)
+    return model
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_rescoring_equals_the_models_own_forward_in_every_family(family):
+    """The head's scaling, soft-capping or multiplier is the model's own, whatever the family."""
+    model = _family_model(family)
+    pairs = [(p[:4] or [5], c[:24]) for p, c in _pairs(2, 5)]
+    pairs = [([min(t, 127) for t in p], [min(t, 127) for t in c]) for p, c in pairs]
+    spread = []
+    for (prompt, completion), (ent, lp) in zip(
+        pairs, teacher_forced_batch(model, pairs, chunk=7), strict=True
+    ):
+        if completion:
+            ref_ent, ref_lp = _reference(model, prompt, completion)
+            np.testing.assert_allclose(ent, ref_ent, atol=1e-5)
+            np.testing.assert_allclose(lp, ref_lp, atol=1e-5)
+            spread.extend(ref_ent)
+    assert np.std(spread) > 0.05  # the entropies compared vary
 
 
 @settings(max_examples=60, deadline=None)
