@@ -223,6 +223,20 @@ def check_apart(out: str | Path, inputs: Iterable[str | Path]) -> None:
             raise ValueError(f"--out {out} holds the input {item}; write to another directory")
 
 
+@contextlib.contextmanager
+def removed_if_left_empty(out: str | Path):
+    """An output directory this block creates is removed again if the block fails leaving it
+    empty (a refusal, a model that does not load): no bare ``--out`` is left behind."""
+    path = Path(out)
+    existed = path.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        raise
+
+
 def iter_batches(
     source: str | Path | Iterable[str | Path],
     schema: Schema,

@@ -112,12 +112,13 @@ def run(cfg: EvalConfig) -> dict:
     from stepprune.models import model_label
     from stepprune.runlock import RunLock
     from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_file
-    from stepprune.shards import existing_keys, shard_files
+    from stepprune.shards import check_apart, existing_keys, shard_files
 
     specs = cfg.specs()  # validates kappas and strategies before any work
     files = shard_files(cfg.input) if cfg.input else []
     if not files:
         raise FileNotFoundError(f"no generations shards in {cfg.input!r}")
+    check_apart(cfg.out, [cfg.input, *([cfg.baseline] if cfg.baseline else [])])
     for f in files:
         check_file(f, GENERATIONS)
     results_dir = Path(cfg.out) / "results"
