@@ -48,13 +48,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _naming(path: Path):
+    """Give an OSError that names no file (pyarrow's, a failed write's) the name ``path``, so a
+    full disk is one line that says where: "[Errno 28] No space left on device: 'out/part-..'"."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, os.strerror(e.errno), str(path)) from e
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with _naming(path), open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
@@ -97,9 +112,10 @@ def write_table_atomic(
     """Write ``table`` to ``path`` so that ``path`` never exists half-written."""
     tmp = path.with_name(f".tmp-{tmp_tag}{uuid.uuid4().hex}.parquet")
     try:
-        pq.write_table(table, tmp, compression=compression)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        with _naming(path):
+            pq.write_table(table, tmp, compression=compression)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -175,11 +191,14 @@ class ShardWriter:
             self.close()
             return
         # On an exception (SIGTERM, Ctrl-C, a failed batch) keep what was buffered: those rows
-        # are complete; a failure to write them must not hide the first error.
+        # are complete; a failure to write them must not hide the first error. It is one line,
+        # and none at all when it is the first error again (a full disk): no second traceback.
+        rows = len(self._buffer)
         try:
             self.close()
-        except Exception:
-            log.exception("could not write the buffered rows after %s", exc_type.__name__)
+        except Exception as e:
+            if not (isinstance(e, OSError) and isinstance(exc, OSError) and e.errno == exc.errno):
+                log.warning("%d buffered rows not written after %s: %s", rows, exc_type.__name__, e)
 
     def _write_shard(self, rows: list[dict]) -> None:
         path = self.dir / f"{self.prefix}-{self.tag}-{self._seq:05d}.parquet"
@@ -222,6 +241,20 @@ def check_apart(out: str | Path, inputs: Iterable[str | Path]) -> None:
         path = Path(item).resolve()
         if path == target or target in path.parents:
             raise ValueError(f"--out {out} holds the input {item}; write to another directory")
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(out: str | Path):
+    """An output directory this block creates is removed again if the block fails leaving it
+    empty (a refusal, a model that does not load): no bare ``--out`` is left behind."""
+    path = Path(out)
+    existed = path.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        raise
 
 
 def iter_batches(

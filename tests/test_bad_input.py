@@ -79,6 +79,20 @@ def test_output_may_not_hold_the_input(tmp_path):
     assert (gen / "a.parquet").exists()
 
 
+def test_score_and_eval_outputs_may_not_hold_their_input(tmp_path):
+    from stepprune.stages import eval as evaluate
+    from stepprune.stages import score
+
+    gen = _shard(tmp_path / "gen" / "a.parquet").parent
+    model = str(tmp_path / "never-loaded")
+    for out in (gen, tmp_path):  # score would count the input's rows as scored already
+        with pytest.raises(ValueError, match=rf"--out {out} holds the input {gen}"):
+            score.run(score.ScoreConfig(input=str(gen), out=str(out), model=model))
+        with pytest.raises(ValueError, match=rf"--out {out} holds the input {gen}"):
+            evaluate.run(evaluate.EvalConfig(input=str(gen), out=str(out), model=model))
+    assert sorted(p.name for p in gen.iterdir()) == ["a.parquet"]
+
+
 def test_model_paths_that_are_not_models(tmp_path):
     from stepprune.models import resolve_model
 

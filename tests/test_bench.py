@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -237,6 +238,7 @@ def test_outputs_notebook_and_reuse(bench_run):
         (["-m", "a=M", "-b", "mawps_singleop", "--base", "b"], "base 'b' is not one of the models"),
         (["-m", "a=M", "-m", "b=NOWEIGHTS", "-b", "mawps_singleop"], "b=NOWEIGHTS: no weights"),
         (["-b", "mawps_singleop"], "bench needs models: --model base="),
+        (["-m", "..=M", "-b", "mawps_singleop"], "model name '..': letters, digits"),
     ],
 )
 def test_bad_input_is_one_line_before_any_generation(tiny_model_dir, tmp_path, args, message):
@@ -259,3 +261,12 @@ def test_bad_input_is_one_line_before_any_generation(tiny_model_dir, tmp_path, a
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-1500:]
     assert not (out / "generations").exists()
+
+
+def test_model_names_that_are_paths_are_refused_at_config_time():
+    # A name is the directory out/generations/<name>: '..' would write beside generations/.
+    for name in ("..", ".", ".hidden", "a/b", "../up", "a b"):
+        with pytest.raises(ValueError, match=rf"model name '{re.escape(name)}': letters"):
+            BenchConfig(models=[f"{name}=some/model"])
+    named = BenchConfig(models=["base=m1", "sft-k0.8=m2", "v1.2_x=m3"]).named_models()
+    assert named == {"base": "m1", "sft-k0.8": "m2", "v1.2_x": "m3"}

@@ -229,3 +229,77 @@ def test_score_and_eval_refuse_a_second_run_into_their_out(tiny_model_dir, tmp_p
     assert proc.returncode == 1
     assert f"another run is writing here (pid {holder.pid} on " in proc.stderr
     assert not [p for p in out.rglob("*.parquet")]
+
+
+def run_on_a_full_disk(tmp_path: Path, setup: str, args: list[str]) -> subprocess.CompletedProcess:
+    """The CLI with ``setup`` run first in its process: it makes a writer raise ENOSPC the way
+    a full disk does, without filling one."""
+    script = tmp_path / "full_disk.py"
+    script.write_text(f"import errno, sys\n{setup}\nfrom stepprune.cli import main\nmain()\n")
+    return subprocess.run(
+        [sys.executable, str(script), *args], env=ENV, capture_output=True, text=True
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines that report an error, from where the report starts (tqdm redraws with
+    carriage returns and leaves its last bar without a newline)."""
+    pattern = re.compile(r"error:|Traceback| ERROR | WARNING ")
+    return [x[m.start() :] for x in re.split(r"[\r\n]+", stderr) if (m := pattern.search(x))]
+
+
+def test_generate_on_a_full_disk_is_one_line(tiny_model_dir, tmp_path):
+    # pyarrow reports a full disk as an OSError with errno 28 and no file name.
+    setup = (
+        "import pyarrow.parquet as pq\n"
+        "def full(*args, **kwargs):\n"
+        "    raise OSError(errno.ENOSPC, 'Error writing bytes to file. Detail: [errno 28]')\n"
+        "pq.write_table = full"
+    )
+    out = tmp_path / "gen"
+    args = generate_cmd(tiny_model_dir, problems(tmp_path / "p.jsonl", 4, "q"), out)[3:]
+    proc = run_on_a_full_disk(tmp_path, setup, [*args, "--set", "rows_per_shard=2"])
+    assert proc.returncode == 1
+    part = out / "part-000of001-00000.parquet"
+    want = f"error: [Errno 28] No space left on device: '{part}'"
+    assert error_lines(proc.stderr) == [want], proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == []  # no shard, temp file or lock left
+
+
+def test_sft_on_a_full_disk_is_one_line_and_leaves_no_partial_checkpoint(tmp_path):
+    from conftest import make_tiny_model
+    from test_sft_data import pruned_row, write_pruned
+
+    from stepprune.train.checkpoints import last_complete_checkpoint
+
+    model = make_tiny_model(tmp_path / "model")
+    pruned = write_pruned(tmp_path / "pruned", [pruned_row(i) for i in range(8)])
+    # The second checkpoint's weights meet a full disk, as safetensors reports it.
+    setup = (
+        "import transformers.modeling_utils as mu\n"
+        "from safetensors import SafetensorError\n"
+        "real, calls = mu.safe_save_file, []\n"
+        "def save(*args, **kwargs):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2:\n"
+        "        raise SafetensorError('Error while serializing: I/O error: No space left on "
+        "device (os error 28)')\n"
+        "    return real(*args, **kwargs)\n"
+        "mu.safe_save_file = save"
+    )
+    sft_args = {
+        **dict(per_device_train_batch_size=4, logging_steps=1, save_steps=1, max_steps=2),
+        **dict(use_cpu=True, bf16=False, report_to="none", disable_tqdm=True),
+    }
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(json.dumps({"sft_args": sft_args}))  # JSON is YAML
+    out = tmp_path / "sft"
+    args = ["sft", "-r", str(recipe), "-i", str(pruned), "--out", str(out), "--model", str(model)]
+    proc = run_on_a_full_disk(tmp_path, setup, args)
+    assert proc.returncode == 1
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out}: saving failed ("), lines
+    assert "No space left on device" in lines[0] and "removed the partial checkpoint-2" in lines[0]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert last_complete_checkpoint(out) == str(out / "checkpoint-1")  # what --resume takes
+    assert (out / "checkpoint-1" / "model.safetensors").exists()

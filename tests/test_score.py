@@ -104,3 +104,61 @@ def test_read_field_takes_the_same_files_as_problem_loading(tmp_path):
         read_field(array, "cot")
     with pytest.raises(ValueError, match=r"cots.jsonl:1: field 'answer': missing or empty"):
         read_field(lines, "answer")
+
+
+def _no_model_loads(monkeypatch):
+    """Make loading a scoring model fail loudly: a refusal must come before it."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("the scoring model was loaded")
+
+    monkeypatch.setattr("stepprune.backends.rescore.Rescorer", never)
+
+
+def test_an_out_of_another_models_rows_is_refused_before_loading(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import shutil
+
+    gen = tiny_generate(tiny_model_dir, tmp_path, 2)
+    out = tmp_path / "scored"
+    run(ScoreConfig(input=str(gen), out=str(out), model=str(tiny_model_dir), dtype="float32"))
+    before = sorted(p.name for p in out.iterdir())
+    other = shutil.copytree(tiny_model_dir, tmp_path / "other")  # same weights, another model
+    _no_model_loads(monkeypatch)
+    # Every key is in out already: without the check this "scores" nothing and succeeds.
+    message = rf"{out}: holds rows scored by {tiny_model_dir}, not by {other}; use another --out"
+    with pytest.raises(ValueError, match=message):
+        run(ScoreConfig(input=str(gen), out=str(out), model=str(other), dtype="float32"))
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_inputs_are_checked_before_the_model_loads_and_no_out_is_left(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cots = tmp_path / "cots.jsonl"
+    cots.write_text('{"problem": "1?", "answer": "1", "completion": "x"}\n{"problem": "2?"}\n')
+    gen = tiny_generate(tiny_model_dir, tmp_path, 2)
+    pq.write_table(pa.table({"x": [1]}), gen / "zz-not-generations.parquet")
+    broken = tmp_path / "broken"  # a config but no weights: it fails while loading
+    broken.mkdir()
+    (broken / "config.json").write_bytes((tiny_model_dir / "config.json").read_bytes())
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        _no_model_loads(patch)
+        with pytest.raises(ValueError, match=r"cots.jsonl:2: .*answer"):
+            run(ScoreConfig(input=str(cots), out=str(out), model=str(tiny_model_dir)))
+        assert not out.exists()
+        with pytest.raises(ValueError, match=r"zz-not-generations.parquet: .*generations"):
+            run(ScoreConfig(input=str(gen), out=str(out), model=str(tiny_model_dir)))
+        assert not out.exists()
+    with pytest.raises(OSError):
+        run(
+            ScoreConfig(
+                input=str(gen / "part-000of001-00000.parquet"), out=str(out), model=str(broken)
+            )
+        )
+    assert not out.exists()

@@ -49,7 +49,8 @@ class BenchConfig(SamplingOptions, ExecutorOptions):
             raise ValueError(f"a benchmark is given twice: {self.benchmarks}")
 
     def named_models(self) -> dict[str, str]:
-        """name -> model, in the given order; names must be unique path-safe words."""
+        """name -> model, in the given order; names must be unique path-safe words: a name is
+        a directory under ``out/generations``, so '..', '.x' or 'a/b' would leave it."""
         import re
 
         if not self.models:
@@ -60,8 +61,11 @@ class BenchConfig(SamplingOptions, ExecutorOptions):
             name, model = name.strip(), model.strip()
             if not sep or not name or not model:
                 raise ValueError(f"model {item!r}: expected name=model")
-            if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-                raise ValueError(f"model name {name!r}: letters, digits, '.', '_' and '-' only")
+            if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name):
+                raise ValueError(
+                    f"model name {name!r}: letters, digits, '.', '_' and '-' only, "
+                    "not starting with '.'"
+                )
             if name in named:
                 raise ValueError(f"model name {name!r} is given twice")
             named[name] = model

@@ -85,35 +85,60 @@ def run(cfg: ScoreConfig) -> dict:
     from stepprune.models import model_label, resolve_model
     from stepprune.runlock import RunLock
     from stepprune.scaleout.cluster import connect_first
+    from stepprune.shards import check_apart, removed_if_left_empty
 
     if not cfg.input:
         raise ValueError("score needs --input: generations shards or a CoT file")
-    connect_first(cfg)
+    check_apart(cfg.out, [cfg.input])  # its rows would count as scored already
     generations = _is_generations(cfg.input)
+    if cfg.executor == "ray" and not generations:
+        raise ValueError(f"{cfg.input}: --executor ray rescores generations shards, not CoT files")
+    # Every input row and the output are checked before a model loads or --out is made.
+    cots = _check_generations(cfg.input) if generations else _file_inputs(cfg)
     dtype = _generation_dtype(cfg.input) if generations and cfg.dtype == "auto" else cfg.dtype
+    _check_out(cfg.out, model_label(cfg.model), dtype)
+    connect_first(cfg)
     if cfg.executor == "ray":
-        return _score_on_ray(cfg, dtype, generations)
-    with RunLock(cfg.out, "score"):
-        rescorer = Rescorer(
-            resolve_model(cfg.model), dtype=dtype, token_budget=cfg.token_budget, chunk=cfg.chunk
-        )
-        rows = _generation_rows(cfg) if generations else _file_rows(cfg, rescorer)
+        return _score_on_ray(cfg, dtype)
+    model = resolve_model(cfg.model)
+    with removed_if_left_empty(cfg.out), RunLock(cfg.out, "score"):
+        rescorer = Rescorer(model, dtype=dtype, token_budget=cfg.token_budget, chunk=cfg.chunk)
+        rows = _generation_rows(cfg) if generations else _file_rows(cfg, cots, rescorer)
         seconds = rescore_rows(rows, rescorer, model_label(cfg.model), cfg)
     return {**summarize_generations(cfg.out), "rescoring_seconds": round(seconds, 1)}
 
 
-def _score_on_ray(cfg: ScoreConfig, dtype: str, generations: bool) -> dict:
+def _score_on_ray(cfg: ScoreConfig, dtype: str) -> dict:
     from stepprune.cot.summary import summarize_generations
     from stepprune.runlock import RunLock
     from stepprune.scaleout.workers import score_on_ray
+    from stepprune.shards import removed_if_left_empty
 
-    if not generations:
-        raise ValueError(f"{cfg.input}: --executor ray rescores generations shards, not CoT files")
-    if dtype != "auto":
-        _check_dtype(cfg.out, dtype)  # here, before any actor loads a model
-    with RunLock(cfg.out, "score"):
+    with removed_if_left_empty(cfg.out), RunLock(cfg.out, "score"):
         seconds = score_on_ray(cfg, dtype)
     return {**summarize_generations(cfg.out), "rescoring_seconds": round(seconds, 1)}
+
+
+def _check_generations(source: str) -> None:
+    """Every shard of ``source`` is a generations shard (its schema, from the footer)."""
+    from stepprune.schema import GENERATIONS, check_file
+    from stepprune.shards import shard_files
+
+    for path in shard_files(source):
+        check_file(path, GENERATIONS)
+
+
+def _check_out(out, label: str, dtype: str) -> None:
+    """Refuse to add rows to an ``out`` holding rows scored by another model (whose keys would
+    count as done: nothing would be scored) or, when ``dtype`` is known, in another dtype."""
+    first = _first_row(out)
+    if first is None:
+        return
+    scorer = first.get("rescored_by") or first["model"]
+    if scorer != label:
+        raise ValueError(f"{out}: holds rows scored by {scorer}, not by {label}; use another --out")
+    if dtype != "auto":
+        _check_dtype(out, dtype)
 
 
 def rescore_rows(rows, rescorer, label: str, cfg, tag: str = "00000") -> float:
@@ -155,17 +180,23 @@ def rescore_group(group: list[dict], rescorer, label: str, progress=None) -> lis
     return [_rescored_row(r, e, lp, label, dtype) for r, (e, lp) in zip(group, scored, strict=True)]
 
 
-def _check_dtype(out, dtype: str) -> None:
-    """Refuse to add rows rescored in another dtype to ``out`` (one output, one precision)."""
+def _first_row(out) -> dict | None:
+    """The sampling record and model of the first row in ``out``; None when it holds none."""
     import pyarrow.parquet as pq
 
     from stepprune.shards import shard_files
 
     files = shard_files(out) if Path(out).is_dir() else []
     if not files:
-        return
-    first = next(pq.ParquetFile(files[0]).iter_batches(1, columns=["sampling"]))
-    old = json.loads(first.to_pylist()[0]["sampling"]).get("rescore_dtype")
+        return None
+    batch = next(pq.ParquetFile(files[0]).iter_batches(1, columns=["model", "sampling"]))
+    row = batch.to_pylist()[0]
+    return {**json.loads(row["sampling"]), "model": row["model"]}
+
+
+def _check_dtype(out, dtype: str) -> None:
+    """Refuse to add rows rescored in another dtype to ``out`` (one output, one precision)."""
+    old = (_first_row(out) or {}).get("rescore_dtype")
     if old is not None and old != dtype:
         raise ValueError(
             f"{out}: holds rows rescored in {old}; resume with --dtype {old} or use another --out"
@@ -205,14 +236,9 @@ def _generation_rows(cfg: ScoreConfig):
         yield from batch.to_pylist()
 
 
-def _file_rows(cfg: ScoreConfig, rescorer):
-    """Generations rows for a plain CoT file (entropies filled in by the caller)."""
-    from transformers import AutoTokenizer
-
-    from stepprune.backends import Completion
-    from stepprune.cot.trajectory import RunInfo, build_row, package_versions
+def _file_inputs(cfg: ScoreConfig) -> list[tuple]:
+    """(problem, completion) of every row of a plain CoT file; errors name file, line, field."""
     from stepprune.data.load import load_problems
-    from stepprune.stages.generate import render_prompt
 
     problems = load_problems(
         cfg.input,
@@ -223,6 +249,18 @@ def _file_rows(cfg: ScoreConfig, rescorer):
     completions = read_field(Path(cfg.input), cfg.completion_field)
     if len(completions) != len(problems):
         raise ValueError(f"{cfg.input}: {len(completions)} completions for {len(problems)} rows")
+    return list(zip(problems, completions, strict=True))
+
+
+def _file_rows(cfg: ScoreConfig, cots: list[tuple], rescorer):
+    """Generations rows for a plain CoT file's (problem, completion) pairs (entropies filled in
+    by the caller)."""
+    from transformers import AutoTokenizer
+
+    from stepprune.backends import Completion
+    from stepprune.cot.trajectory import RunInfo, build_row, package_versions
+    from stepprune.stages.generate import render_prompt
+
     tok = AutoTokenizer.from_pretrained(rescorer.model.name_or_path)
     info = RunInfo(
         model=cfg.input,
@@ -232,7 +270,7 @@ def _file_rows(cfg: ScoreConfig, rescorer):
         step_pattern=cfg.step_pattern,
         grade_timeout=cfg.grade_timeout,
     )
-    for problem, text in zip(problems, completions, strict=True):
+    for problem, text in cots:
         prompt, prompt_ids = render_prompt(tok, cfg, problem.problem)
         ids = tok(text, add_special_tokens=False)["input_ids"]
         zeros = [0.0] * len(ids)

@@ -77,8 +77,14 @@ def run(cfg: SFTStageConfig) -> dict:
     model = load_model(model_path, init_kwargs)
     rows = fit_embeddings(model, token)
     trainer = make_trainer(cfg, args, model, tokenizer, dataset, token.token_id)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(cfg.out)
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model(cfg.out)
+    except Exception as e:
+        step = trainer.state.global_step if trainer.is_world_process_zero() else None
+        if (failure := _save_failure(Path(cfg.out), e, step)) is e:
+            raise
+        raise failure from e
     summary = _summary(cfg, trainer, result, report, token.token_id, rows, checkpoint)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(cfg.out)
@@ -140,6 +146,35 @@ def prepare_out(cfg: SFTStageConfig) -> str | None:
     if busy:
         shutil.rmtree(out)
     return None
+
+
+def _save_failure(out: Path, error: Exception, step: int | None) -> Exception:
+    """What to raise for ``error`` out of training. When it broke the save of checkpoint
+    ``step`` (a full disk), that checkpoint lacks a readable ``trainer_state.json`` (written
+    last): remove it, so that nothing takes it for a checkpoint, and say so in one line (an
+    OSError) rather than a SafetensorError or torch traceback. ``step`` None: not process 0."""
+    checkpoint = out / f"checkpoint-{step}"
+    partial = step is not None and checkpoint.is_dir() and not _readable(checkpoint)
+    if not partial and "No space left on device" not in str(error):
+        return error
+    if partial:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    removed = f"; removed the partial {checkpoint.name}" if partial else ""
+    free = shutil.disk_usage(out).free / 2**20 if out.is_dir() else float("nan")
+    return OSError(
+        f"{out}: saving failed ({type(error).__name__}: {error}){removed}; "
+        f"{free:.0f} MiB free there"
+    )
+
+
+def _readable(checkpoint: Path) -> bool:
+    import json
+
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def load_model(path: str, init_kwargs: dict):
