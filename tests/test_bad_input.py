@@ -126,6 +126,20 @@ def test_generate_refuses_bad_templates_empty_sets_and_mixed_resumes(tmp_path, t
         )
     )
     assert more["rows"] == 2  # more samples per problem is a legitimate resume
+    # Rows sampled by an older hf backend (no hf_generation in their record) were cut to
+    # transformers' default top_k: resuming would mix them with untruncated samples.
+    for shard in (tmp_path / "gen").glob("*.parquet"):
+        table = pq.read_table(shard)
+        records = [json.loads(r) for r in table["sampling"].to_pylist()]
+        old = [json.dumps({k: v for k, v in r.items() if k != "hf_generation"}) for r in records]
+        col = table.schema.get_field_index("sampling")
+        pq.write_table(table.set_column(col, table.schema.field(col), pa.array(old)), shard)
+    with pytest.raises(ValueError, match=r"top-k-truncated rows -> the untruncated"):
+        generate(
+            GenerateConfig(
+                problems=str(problems), max_new_tokens=4, temperature=0.6, n_samples=3, **base
+            )
+        )
 
 
 def test_grpo_checks_its_template_before_replacing_out(tmp_path, tiny_model_dir):

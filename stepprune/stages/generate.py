@@ -296,6 +296,10 @@ def _check_resume(cfg: GenerateConfig) -> None:
     new = {k: getattr(cfg, k) for k in RESUME_KEYS}
     new.update(model=model_label(cfg.model), backend=cfg.backend, step_pattern=cfg.step_pattern)
     diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
+    if cfg.backend == "hf" and not cfg.greedy and "hf_generation" not in old:
+        # hf rows sampled before hf_generation was recorded were cut to transformers' default
+        # top_k (50, or the checkpoint's): a resumed run would mix two distributions.
+        diff.append("hf sampling: top-k-truncated rows -> the untruncated distribution")
     if diff:
         raise ValueError(
             f"{cfg.out}: holds generations made with other settings ({'; '.join(diff)}); "
