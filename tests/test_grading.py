@@ -1,19 +1,28 @@
-"""Tests for stepprune.data.grading: extraction, the three verify paths, thread safety, limits."""
+"""Tests for stepprune.data.grading: extraction, the three verify paths, thread safety, limits,
+and agreement with the hand-labelled cases of tests/data/grading_cases.jsonl."""
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import pickle
 import signal
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from stepprune.data import grading
 from stepprune.data.grading import Grade, answer_kind, extract_answer, grade, verify
+from stepprune.data.load import builtin_names
+
+CASES = Path(__file__).with_name("data") / "grading_cases.jsonl"
+# Golds of the built-in sets that math-verify reads as a fragment of themselves.
+E_MIX = "\\frac{1}{3} E_{1}+\\frac{2}{3} E_{2}"  # minerva-268, read as 2/3
 
 
 def _sleepy(pred: str, gold: str) -> bool:
@@ -51,6 +60,13 @@ def _in_thread(fn, *args, **kwargs):
         ("so 3/4 of them", "3/4"),
         ("no digits here", None),
         ("", None),
+        # issue #22: a trailing point, escaped dollars, titles, Minerva's closing sentence
+        ("so \\boxed{18.}", "18."),
+        ("The answer is $\\$32,\\!348$.", "\\$32,\\!348"),
+        ("The answer is Mrs. Hilt.", "Mrs. Hilt"),
+        ("The answer is 11:55 p.m. on 24 December 2014.", "11:55 p.m. on 24 December 2014"),
+        ("Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.", "\\frac{1}{2}"),
+        ("Final Answer: The final answer is 12. I hope it is correct.", "12"),
     ],
 )
 def test_extract_answer(text, expected):
@@ -108,6 +124,9 @@ def test_extract_answer_fallback_order():
         (None, "18", False),
         ("", "18", False),
         ("18", "", False),
+        ("5:45", "5:45", True),  # ASDiv clock times compare as written ...
+        ("1/9", "5:45", False),  # ... not as the ratio 5/45
+        ("3 : 4", "3:4", True),
     ],
 )
 def test_verify(pred, gold, expected):
@@ -121,8 +140,110 @@ def test_numeric_tolerance_is_small():
 
 
 @pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        # integers are exact: a relative 1e-5 accepted these from 100,000 up
+        ("1538833", "1538832", False),
+        ("100001", "100000", False),
+        ("1201566", "1201565.0", False),  # SVAMP writes integers as floats
+        ("1,201,565", "1201565.0", True),
+        ("1538832.4", "1538832", False),
+        ("27.0001", "27.0", False),
+        ("1538833.25", "1538832.25", False),  # decimals are exact to their last digit too
+        ("0.3333333334", "0.3333333333", False),
+        # ... which leaves rounding, scientific notation and percentages alone
+        ("0.6666666667", "2/3", True),
+        ("4.5e33", "4.5e33", True),
+        ("4.50001e33", "4.5e33", True),
+        ("4.5 \\times 10^{33}", "4.5e33", True),
+        ("4.6 \\times 10^{33}", "4.5e33", False),
+        ("4500000000000000000000000000000000", "4.5e33", True),
+        ("50\\%", "0.5", True),
+        ("0.5", "50%", True),
+        ("62.5\\%", "62.5%", True),
+        # math-verify rounds to 6 decimals: a fraction 0.1% off a small decimal passed
+        ("\\frac{21021}{312500000}", ".0000672", False),
+        ("\\frac{21}{312500}", ".0000672", True),
+        ("0.0000014", "\\frac{1}{1000000}", False),
+        ("\\sqrt{2}/2", "0.7071", True),
+        ("\\sqrt{2}/2", "0.71", False),
+        # golds math-verify reads as a fragment: the fragment no longer passes
+        ("\\frac{2}{3}", E_MIX, False),
+        ("\\frac{1}{3}E_1+\\frac{2}{3}E_2", E_MIX, True),
+        ("\\frac{37}{4}", "\\frac{37}{4} m", False),  # "m" is a variable, read as metres
+        ("\\frac{37}{4}m", "\\frac{37}{4} m", True),
+        ("\\frac{37 m}{4}", "\\frac{37}{4} m", True),
+        ("\\frac{1}{m}", "\\frac{1}{m} t", False),
+        ("6", "6m", False),
+        ("6 m", "6m", True),
+        ("221", "$221,$8$", False),  # OlympiadBench: only the first $...$ group was read
+        ("221, 8", "$221,$8$", True),
+        ("5 m", "5", True),  # a unit on a prediction is still ignored
+        # wrong-rejects
+        ("18.", "18", True),
+        ("\\$32,\\!348", "\\$32,\\!348", True),
+        ("32348", "\\$32,\\!348", True),
+        ("x = 10,\\!080", "10,\\!080", True),
+        ("x = 10,\\!080", "10080", True),
+    ],
+)
+def test_issue_22_verify(pred, gold, expected):
+    assert verify(pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold"),
+    [
+        ("so the answer is $\\boxed{18.}$", "18"),
+        ("The total is $\\$32,\\!348$.\nThe answer is $\\$32,\\!348$.", "\\$32,\\!348"),
+        ("The answer is Mrs. Hilt.", "Mrs. Hilt"),
+        (
+            "Final Answer: The final answer is $\\frac{37}{4}m$. I hope it is correct.",
+            "\\frac{37}{4} m",
+        ),
+        ("Final Answer: The final answer is Mrs. Hilt. I hope it is correct.", "Mrs. Hilt"),
+        ("Final Answer: The final answer is 1e-8. I hope it is correct.", "1e-8"),
+        ("The answer is $x = 10,\\!080$.", "10,\\!080"),
+    ],
+)
+def test_issue_22_wrong_rejects(completion, gold):
+    assert grade(completion, gold).correct
+
+
+def _cases() -> list[dict]:
+    return [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines()]
+
+
+def test_grading_cases_table_covers_every_set():
+    rows = _cases()
+    assert len(rows) >= 300
+    assert {r["source"] for r in rows} == set(builtin_names())
+    assert {type(r["label"]) for r in rows} == {bool}
+    kinds = Counter((r["kind"].split("_")[0], r["label"]) for r in rows)
+    assert set(kinds) == {("format", True), ("rewrite", True), ("miss", False)}
+
+
+def test_grader_agrees_with_every_labelled_case():
+    """Labels come from how each prediction was made (tests/data/make_grading_cases.py), never
+    from a grader; every one must hold."""
+    wrong = [
+        (r["kind"], r["gold"], r["pred"], r["label"])
+        for r in _cases()
+        if grade(r["pred"], r["gold"]).correct is not r["label"]
+    ]
+    assert wrong == []
+
+
+@pytest.mark.parametrize(
     ("gold", "kind"),
-    [("27.0", "number"), ("9 (apples)", "number"), ("Mrs. Hilt", "text"), ("\\frac{1}{2}", "math")],
+    [
+        ("27.0", "number"),
+        ("9 (apples)", "number"),
+        ("x = 10,\\!080", "number"),
+        ("Mrs. Hilt", "text"),
+        ("5:45", "text"),
+        ("\\frac{1}{2}", "math"),
+    ],
 )
 def test_answer_kind(gold, kind):
     assert answer_kind(gold) == kind

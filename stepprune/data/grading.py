@@ -3,47 +3,59 @@
 Owns ``extract_answer``, ``verify`` / ``grade`` and the bounding of math-verify's run time in
 any thread or process. ``verify(pred, gold)`` decides by the first rule that applies:
 
-1. Numbers: both sides plain numbers (``27.0``, ``1,000``, ``\\$18``, ``4.5e33``, ``-3/4``,
-   ``50\\%``), optionally followed by a unit that is ignored (words of 2+ letters, optionally
-   in parentheses: ``9 (apples)``, ``5.4 \\text{ cents}``; or ``^\\circ``). Equal within a
-   relative 1e-5; a percentage also matches its fraction (``50%`` == ``50`` == ``0.5``).
-2. Words: the gold is a word answer (only letters, digits and plain punctuation, with a word of
-   2+ letters or "a.m."/"p.m.": ASDiv's ``Mrs. Hilt``, ``Yes``, ``3:30 p.m.``). Compared
-   ignoring case, spaces, punctuation, ``\\text{}`` wrappers and a leading article.
+1. Numbers: both sides plain numbers (``27.0``, ``1,000``, ``\\$18``, ``18.``, ``4.5e33``,
+   ``4.5 \\times 10^{33}``, ``-3/4``, ``50\\%``, ``x = 10,\\!080``), optionally followed by a
+   unit that is ignored (words of 2+ letters, optionally in parentheses: ``9 (apples)``,
+   ``13 first-aid kits``, ``5.4 \\text{ cents}``; or ``^\\circ``). Integers (also ``27.0``)
+   and fractions are exact: ``1538833`` is not ``1538832``. A number with decimals or an
+   exponent also matches a value that rounds to it at its last digit, if they differ by at most
+   a relative 1e-5 (``0.6666666667`` == ``2/3``, ``4.50001e33`` == ``4.5e33``). A percentage
+   also matches its fraction (``50%`` == ``50`` == ``0.5``). See ``stepprune.data.answer_numbers``.
+2. Words and clock times: the gold is a word answer (only letters, digits and plain punctuation,
+   with a word of 2+ letters or "a.m."/"p.m.": ASDiv's ``Mrs. Hilt``, ``Yes``, ``3:30 p.m.``),
+   compared ignoring case, spaces, punctuation, ``\\text{}`` wrappers and a leading article; or
+   digits joined by colons (ASDiv's times ``5:45`` and ratios ``3:4``), compared as written
+   (math-verify would read ``5:45`` as 1/9).
 3. math-verify on both sides (wrapped in ``\\boxed{}`` unless already delimited), its own
    signal-based timeouts off, the whole call bounded by ``timeout`` seconds: a SIGALRM timer on
-   the main thread, a killable helper process elsewhere. A timeout counts as wrong.
+   the main thread, a killable helper process elsewhere. A timeout counts as wrong. Its
+   readings are checked first (``stepprune.data.math_forms``): a reading that drops a letter of
+   its text (``\\frac{37}{4} m`` read as 37/4, "m" stripped as metres) is redone with units
+   kept; a gold still not read whole (``\\frac{1}{3} E_{1}+\\frac{2}{3} E_{2}`` read as 2/3,
+   or not read at all) is compared with the prediction as normalised LaTeX text. Two readings
+   that are single real numbers are compared by rule 1, not by math-verify's rounding to 6
+   decimals (which calls ``\\frac{21021}{312500000}`` equal to ``.0000672``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 
+from stepprune.data.answer_numbers import bare, numbers_equal, plain_number, strip_delimiters
 from stepprune.data.bounded import run_bounded
+from stepprune.data.math_forms import math_verify_equal
 
 logger = logging.getLogger(__name__)
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
-_FINAL_RE = re.compile(r"final\s+answer\s*(?:is|:)\s*:?(?P<rest>[^\n]*)", re.IGNORECASE)
+# The rest of a line up to a later "final answer": Minerva writes "Final Answer: The final
+# answer is $X$. I hope it is correct."
+_FINAL_RE = re.compile(
+    r"final\s+answer\s*(?:is|:)\s*:?(?P<rest>(?:(?!final\s+answer)[^\n])*)", re.IGNORECASE
+)
 _ANSWER_RE = re.compile(r"\banswer\s*(?:is|:)\s*:?(?P<rest>[^\n]*)", re.IGNORECASE)
 _HASH_RE = re.compile(r"####(?P<rest>[^\n]*)")
 _LAST_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
-_TEXT_MACRO_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
-_DELIMS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-_NUMBER_RE = re.compile(
-    r"(?P<num>[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
-    r"|[-+]?\d+/\d+)(?P<pct>%)?"
-)
-_UNIT_RE = re.compile(r"(?:\s+\(?(?P<word>[A-Za-z][A-Za-z .]*[A-Za-z.])\)?|\s*\^\{?\\circ\}?)$")
-# Words that look like units but are maths: "2 pi" must not compare equal to "2".
-_NOT_UNITS = frozenset({"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp"})
+# A $...$ group may hold escaped dollars: "$\$32,\!348$".
+_DELIMITED_RE = re.compile(r"\$\$?((?:\\.|[^\\$])+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
+# A full stop ends the answer at the end of the line or before a word that does not start in
+# lower case ("3:30 p.m. on Monday" goes on).
+_SENTENCE_END_RE = re.compile(r"\.(?=\s*$|\s+[^a-z\s])")
+_TITLE_RE = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Mt)$")
 _WORD_ANSWER_RE = re.compile(r"[A-Za-z0-9 .,'’:!?\-]+")
-_REL_TOL = 1e-5
-_MAX_NUMBER_CHARS = 80
+_COLON_ANSWER_RE = re.compile(r"\d+(?:\s*:\s*\d+)+")
 
 
 @dataclass(frozen=True)
@@ -82,23 +94,23 @@ def last_boxed(text: str) -> str | None:
     return found
 
 
-def _strip_delimiters(text: str) -> str:
-    text = text.strip()
-    for left, right in _DELIMS:
-        if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
-            return text[len(left) : -len(right)].strip()
+def _first_sentence(text: str) -> str:
+    """``text`` up to its first sentence-ending full stop: not a decimal point ("3.5"), a title
+    ("Mrs. Hilt") or one followed by a lower-case word ("p.m. on")."""
+    for stop in _SENTENCE_END_RE.finditer(text):
+        if not _TITLE_RE.search(text[: stop.start()]):
+            return text[: stop.start()]
     return text
 
 
 def _marker_value(rest: str) -> str | None:
     """The answer written after a marker such as "Answer:", up to the end of its sentence."""
     rest = rest.strip().strip("*").strip()
-    delimited = re.match(r"\$\$?(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", rest)
+    delimited = _DELIMITED_RE.match(rest)
     if delimited:
         value = next(g for g in delimited.groups() if g is not None)
     else:
-        # Cut at the sentence's full stop but keep decimal points such as "3.5".
-        value = re.split(r"\.(?:\s|$)", rest, maxsplit=1)[0]
+        value = _first_sentence(rest)
     value = value.strip().strip("*").rstrip(".,;:!").strip()
     return value or None
 
@@ -114,8 +126,10 @@ def extract_answer(text: str, *, last_number: bool = True) -> str | None:
     4. the last "answer is X" / "Answer: X";
     5. if ``last_number``, the last number in the text (``1,000``, ``-3.5``, ``3/4``).
 
-    For 2-4, X is a ``$...$`` / ``\\(...\\)`` group right after the marker, else the rest of the
-    line up to its first full stop, without trailing punctuation or markdown bold.
+    For 2-4, X is a ``$...$`` / ``\\(...\\)`` group right after the marker (``\\$`` inside is
+    kept), else the rest of the line up to the full stop that ends its sentence (not that of
+    "Mrs." or one before a lower-case word), without trailing punctuation or markdown bold.
+    Minerva's "Final Answer: The final answer is $X$." yields X.
     """
     if not text:
         return None
@@ -134,90 +148,51 @@ def extract_answer(text: str, *, last_number: bool = True) -> str | None:
     return None
 
 
-def _bare(text: str) -> str:
-    """``text`` without outer math delimiters and with ``\\text{...}``-like wrappers opened."""
-    return _strip_delimiters(_TEXT_MACRO_RE.sub(r" \1 ", text))
-
-
-def _plain_number(text: str) -> tuple[str, Fraction, bool] | None:
-    """(digits as written, value, is_percent) when ``text`` is a plain number, else None."""
-    if len(text) > _MAX_NUMBER_CHARS:  # also keeps the unit regex off long, costly inputs
-        return None
-    text = re.sub(r"\{,\}|\\,", ",", _bare(text))  # LaTeX thousands separators
-    text = re.sub(r"\\[$! ]", "", text).replace("\\%", "%").strip().lstrip("$").strip()
-    unit = _UNIT_RE.search(text)
-    if unit and not (unit.group("word") and unit.group("word").split()[0].lower() in _NOT_UNITS):
-        text = text[: unit.start()].strip()
-    match = _NUMBER_RE.fullmatch(text)
-    if match is None:
-        return None
-    digits = match.group("num").replace(",", "")
-    try:
-        return digits, Fraction(digits), match.group("pct") is not None
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def _numbers_equal(a: tuple[str, Fraction, bool], b: tuple[str, Fraction, bool]) -> bool:
-    readings_a, readings_b = ([n[1], n[1] / 100] if n[2] else [n[1]] for n in (a, b))
-    return any(
-        x == y or math.isclose(x, y, rel_tol=_REL_TOL, abs_tol=1e-12)
-        for x in readings_a
-        for y in readings_b
-    )
-
-
 def _is_word_answer(gold: str) -> bool:
-    text = _bare(gold).strip()
+    text = bare(gold).strip()
     return bool(_WORD_ANSWER_RE.fullmatch(text) and re.search(r"[A-Za-z]{2}|\b[ap]\.m\b", text))
 
 
 def _text_key(text: str) -> str:
-    text = _bare(text).replace("$", "").strip().lower()
+    text = bare(text).replace("$", "").strip().lower()
     text = re.sub(r"^(?:the|a|an)\s+", "", text)
     return re.sub(r"[^a-z0-9]", "", text)
 
 
+def _colon_key(text: str) -> str | None:
+    """``5:45`` / ``3 : 4`` without spaces; None unless ``text`` is digits joined by colons."""
+    text = re.sub(
+        r"\\colon|\\!|\\,|\s", lambda m: ":" if m.group(0) == "\\colon" else "", bare(text)
+    )
+    return text if _COLON_ANSWER_RE.fullmatch(text) else None
+
+
 def answer_kind(answer: str) -> str:
     """Which path of ``verify`` a gold answer takes: "number", "text" or "math"."""
-    if _plain_number(answer) is not None:
+    if plain_number(answer) is not None:
         return "number"
-    return "text" if _is_word_answer(answer) else "math"
+    if _colon_key(answer) is not None or _is_word_answer(answer):
+        return "text"
+    return "math"
 
 
 def latex_for_math_verify(answer: str) -> str:
     """The string ``verify`` hands to math-verify's ``parse`` for ``answer``."""
-    number = _plain_number(answer)
+    number = plain_number(answer)
     if number is not None:
-        digits, _, percent = number
-        mantissa, _, exponent = digits.lower().partition("e")
-        text = f"{mantissa}\\times 10^{{{int(exponent)}}}" if exponent else digits
-        suffix = "\\%" if percent else ""
+        mantissa, _, exponent = number.digits.lower().partition("e")
+        text = f"{mantissa}\\times 10^{{{int(exponent)}}}" if exponent else number.digits
+        suffix = "\\%" if number.percent else ""
         return f"\\boxed{{{text}{suffix}}}"
-    text = _strip_delimiters(answer)
+    text = strip_delimiters(answer)
     if "$" in text or "\\boxed" in text:
         return text
     return f"\\boxed{{{text}}}"
 
 
-def _not_timeout_notice(record: logging.LogRecord) -> bool:
-    """Drops math-verify's warning that its timeouts are off: ``verify`` bounds time itself."""
-    return not str(record.msg).startswith("Timeout is disabled")
-
-
 def _math_verify_equal(pred: str, gold: str) -> bool:
-    """math-verify's verdict, with its signal-based timeouts off (callers bound the time)."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
-    from math_verify import verify as mv_verify
-
-    for name in ("math_verify.parser", "math_verify.grader"):
-        logging.getLogger(name).addFilter(_not_timeout_notice)  # idempotent
-    config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    gold_parsed = parse(latex_for_math_verify(gold), config, parsing_timeout=None)
-    pred_parsed = parse(latex_for_math_verify(pred), config, parsing_timeout=None)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(mv_verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    """Rule 3 (runs inside ``verify``'s time bound)."""
+    return math_verify_equal(pred, gold, latex_for_math_verify(pred), latex_for_math_verify(gold))
 
 
 def verify(pred: str | None, gold: str, *, timeout: float = 5.0) -> bool:
@@ -225,9 +200,12 @@ def verify(pred: str | None, gold: str, *, timeout: float = 5.0) -> bool:
     if pred is None or not str(pred).strip() or not str(gold).strip():
         return False
     pred, gold = str(pred), str(gold)
-    pred_number, gold_number = _plain_number(pred), _plain_number(gold)
+    pred_number, gold_number = plain_number(pred), plain_number(gold)
     if pred_number is not None and gold_number is not None:
-        return _numbers_equal(pred_number, gold_number)
+        return numbers_equal(pred_number, gold_number)
+    gold_colon = _colon_key(gold)
+    if gold_colon is not None:
+        return _colon_key(pred) == gold_colon
     if _is_word_answer(gold):
         return _text_key(pred) == _text_key(gold)
     try:
@@ -265,13 +243,13 @@ def states_value(text: str, answer: str | None) -> bool:
     """
     if not answer or not str(answer).strip() or not text:
         return False
-    target = _plain_number(str(answer))
+    target = plain_number(str(answer))
     if target is None:
         key = _text_key(str(answer))
         return bool(key) and key in _text_key(text)
     text = _FRAC_RE.sub(lambda m: f" {m.group(1)}/{m.group(2)} ", text)
     for match in _MENTION_RE.finditer(text):
-        found = _plain_number(re.sub(r"\s+", "", match.group(0)))
-        if found is not None and _numbers_equal(found, target):
+        found = plain_number(re.sub(r"\s+", "", match.group(0)))
+        if found is not None and numbers_equal(found, target):
             return True
     return False
