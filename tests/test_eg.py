@@ -179,6 +179,8 @@ def _kill_when(proc, path: Path, deadline_s: float = 240) -> None:
 
 @pytest.mark.slow
 def test_both_stages_chain_and_resume_after_a_kill_in_each(tiny_model_dir, tmp_path):
+    """Every run passes --overwrite, as a recipe with ``overwrite: true`` does, and the reruns
+    add --resume: resume must win, keeping compress's checkpoint, log and summary."""
     model = biased_copy(tiny_model_dir, tmp_path / "model")
     problems = tmp_path / "p.jsonl"
     problems.write_text(
@@ -188,15 +190,23 @@ def test_both_stages_chain_and_resume_after_a_kill_in_each(tiny_model_dir, tmp_p
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "stderr.log"  # read back when a run dies early
     quiet = dict(env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-    proc = subprocess.Popen(_cli(model, problems, out), **quiet)
+    proc = subprocess.Popen(_cli(model, problems, out, "--overwrite"), **quiet)
     _kill_when(proc, out / "eg-compress" / "checkpoint-1" / "trainer_state.json")
     assert not (out / "eg-compress" / "summary.json").exists()
-    proc = subprocess.Popen(_cli(model, problems, out, "--resume"), **quiet)
+    proc = subprocess.Popen(_cli(model, problems, out, "--overwrite", "--resume"), **quiet)
     _kill_when(proc, out / "eg-explore" / "checkpoint-1" / "trainer_state.json")
     compress_done = json.loads((out / "eg-compress" / "summary.json").read_text())
     assert compress_done["resumed_from"].endswith("checkpoint-1")
-    done = subprocess.run(_cli(model, problems, out, "--resume"), env=env, capture_output=True)
+    compress_files = {
+        name: (out / "eg-compress" / name).read_bytes()
+        for name in ("log_history.jsonl", "summary.json")
+    }
+    done = subprocess.run(
+        _cli(model, problems, out, "--overwrite", "--resume"), env=env, capture_output=True
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
+    for name, content in compress_files.items():  # the finished stage was skipped, not rerun
+        assert (out / "eg-compress" / name).read_bytes() == content
     summary = json.loads((out / "summary.json").read_text())
     assert summary["order"] == ["eg-compress", "eg-explore"]
     explore = summary["stages"]["eg-explore"]

@@ -2,7 +2,10 @@
 the previous stage's final model, and plot every stage's curves on one axis.
 
 A stage whose directory holds ``summary.json`` is finished and skipped, so a killed run resumes
-in the stage where it stopped (with ``--resume``, from its newest checkpoint). ``order``
+in the stage where it stopped (with ``--resume``, from its newest checkpoint). ``--resume`` wins
+over ``overwrite``: a recipe that sets ``overwrite: true`` and is rerun with ``--resume`` keeps
+its finished stages and checkpoints (a stage killed before its first checkpoint restarts
+either way). ``order``
 reverses the stages for the stage-order ablation; ``stages[<stage>]`` overrides any config field
 for one stage (``grpo_args`` and ``method_kwargs`` are merged key by key). With LoRA every stage
 but the last also writes merged weights, which the next stage loads.
@@ -98,7 +101,7 @@ def run_sequence(cfg, run_single) -> dict:
     state, out = PartialState(), Path(cfg.out)
     if out.is_dir() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(f"{out} exists; pass --resume to continue it or --overwrite")
-    if cfg.overwrite and out.is_dir() and state.is_main_process:
+    if cfg.overwrite and not cfg.resume and out.is_dir() and state.is_main_process:
         shutil.rmtree(out)
     state.wait_for_everyone()
     model, summaries, histories = cfg.model, {}, {}
