@@ -144,6 +144,54 @@ def test_resume_continues_from_the_last_checkpoint(eos_model_dir, problems_file,
     assert len(read_history(early)) == 1
 
 
+def test_resume_refuses_another_method_or_other_rewards(
+    eos_model_dir, problems_file, tmp_path, monkeypatch
+):
+    """A run killed after its checkpoint but before its final outputs, then resumed with another
+    method or other rewards: refused, naming old and new values, with nothing changed."""
+    from stepprune.stages import grpo
+
+    out = tmp_path / "grpo"
+    with monkeypatch.context() as m:
+        m.setattr(grpo, "_write_outputs", lambda *args: None)  # the kill: no final outputs
+        run(tiny_config(eos_model_dir, problems_file, out, max_steps=1))
+    assert not (out / "summary.json").exists() and (out / "checkpoint-1").is_dir()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    refused = [
+        (
+            dict(method="ceeh", reward_funcs=None, reward_weights=None, reward_kwargs={}),
+            "method: 'se' -> 'ceeh'",
+        ),
+        (dict(reward_weights=[1.0, 1.0]), "reward_weights: [1.0, 0.5] -> [1.0, 1.0]"),
+        (dict(reward_kwargs={"length": {"max_tokens": 9}}), "length.max_tokens: 8 -> 9"),
+        (dict(reward_funcs=["skip_ratio", "length"]), "reward_funcs: ['length', 'skip_ratio']"),
+    ]
+    for overrides, message in refused:
+        cfg = tiny_config(eos_model_dir, problems_file, out, 2, resume=True, **overrides)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            run(cfg)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    summary = run(tiny_config(eos_model_dir, problems_file, out, max_steps=2, resume=True))
+    assert Path(summary["resumed_from"]).name == "checkpoint-1" and summary["global_step"] == 2
+
+
+def test_resume_refuses_other_extension_options(tmp_path):
+    """The extensions' options, defaults filled in, are part of what a resume must keep."""
+    from stepprune.rl.record import check_resume, identity, write_record
+
+    old = GRPOStageConfig(method="ceeh", out=str(tmp_path))
+    write_record(tmp_path, dataclasses.asdict(old))
+    spelled_out = dataclasses.replace(old, method_kwargs={"ceeh": {"mode": "me", "coef": 0.001}})
+    check_resume(tmp_path, dataclasses.asdict(spelled_out))  # the defaults, written out: same
+    other = dataclasses.replace(old, method_kwargs={"ceeh": {"coef": 0.01}})
+    with pytest.raises(ValueError, match=r"\(extensions\.ceeh\.coef: 0\.001 -> 0\.01\)"):
+        check_resume(tmp_path, dataclasses.asdict(other))
+    assert identity(dataclasses.asdict(old))["extensions"]["ceeh"]["mode"] == "me"
+    eg = GRPOStageConfig(method="eg", out=str(tmp_path))
+    with pytest.raises(ValueError, match=r"method: 'ceeh' -> 'eg'"):
+        check_resume(tmp_path, dataclasses.asdict(eg))
+
+
 def test_special_skip_token_reaches_the_rewards(tiny_model_dir, problems_file, tmp_path):
     """TRL decodes with skip_special_tokens=True, which deletes a special [SKIP]; the stage
     hands the rewards its tokenizer so that they count [SKIP] from the token ids."""

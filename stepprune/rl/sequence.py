@@ -97,13 +97,19 @@ def run_sequence(cfg, run_single) -> dict:
 
     from accelerate import PartialState
 
+    from stepprune.rl.record import check_resume, write_record
+
     configs = stage_configs(cfg)  # every stage's config is checked before anything runs
     state, out = PartialState(), Path(cfg.out)
     if out.is_dir() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(f"{out} exists; pass --resume to continue it or --overwrite")
+    if cfg.resume:
+        check_resume(out, dataclasses.asdict(cfg))
     if cfg.overwrite and not cfg.resume and out.is_dir() and state.is_main_process:
         shutil.rmtree(out)
     state.wait_for_everyone()
+    if state.is_main_process:
+        write_record(out, dataclasses.asdict(cfg))
     model, summaries, histories = cfg.model, {}, {}
     for stage in configs:
         partial = Path(stage.out).is_dir() and not _has_checkpoint(Path(stage.out))
