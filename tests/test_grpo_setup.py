@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def write_pruned_shard(path: Path, rows: list[tuple[str, int, str, str]]) -> Non
     write_table_atomic(to_table([row(*r) for r in rows], PRUNED), path / "part-00000.parquet")
 
 
-def test_training_problems_from_pruned_shards(tmp_path):
+def test_training_problems_from_pruned_shards(tmp_path, caplog):
     shards = tmp_path / "pruned"
     unique = [("toy-0", "1+1?", "2"), ("toy-1", "2+3?", "5"), ("toy-2", "9-4?", "5")]
     write_pruned_shard(shards, [(i, 0, q, a) for i, q, a in unique] + [("toy-0", 1, "1+1?", "2")])
@@ -59,6 +60,9 @@ def test_training_problems_from_pruned_shards(tmp_path):
     assert [(p.id, p.problem, p.answer) for p in problems] == unique  # one per problem
     first_two = training_problems(str(shards / "part-00000.parquet"), limit=2)
     assert [p.id for p in first_two] == ["toy-0", "toy-1"]
+    with caplog.at_level(logging.WARNING, logger="stepprune.train.grpo_data"):
+        assert len(training_problems(str(shards), sample=100)) == 3
+    assert "sample 100 asks for more problems than" in caplog.text and "(3)" in caplog.text
     drawn = [p.id for p in training_problems(str(shards), sample=2, seed=3)]
     again = [p.id for p in training_problems(str(shards), sample=2, seed=3)]
     assert len(set(drawn)) == 2 and drawn == again
