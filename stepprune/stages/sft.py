@@ -2,7 +2,8 @@
 
 TRL's ``SFTTrainer`` on prompt/completion rows (loss on the completion only, see
 ``stepprune.train.sft_data``), full fine-tuning or PEFT LoRA. ``sft_args`` is handed to
-``trl.SFTConfig`` untouched and ``lora`` to ``peft.LoraConfig`` (an unknown key in either is a
+``trl.SFTConfig`` (a number PyYAML left a string, ``1e-5``, converted: ``config.coerce_numbers``)
+and ``lora`` to ``peft.LoraConfig`` (an unknown key in either is a
 ``ValueError`` naming it). The stage owns ``output_dir`` (``out``) and ``seed`` (``seed``):
 ``sft_args`` may not set them, as in the grpo stage. ``max_length`` defaults to ``max_tokens``
 (TRL's own default, 1024, would silently cut long rows).
@@ -66,11 +67,11 @@ def run(cfg: SFTStageConfig) -> dict:
     check_apart(cfg.out, files)
     if cfg.lora:
         lora_config(cfg.lora)  # a bad key fails here, before the output directory is touched
+    args, init_kwargs = sft_config(cfg)  # bad sft_args fail before the data is tokenized
     model_path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     token = add_skip_token(tokenizer)
     dataset, report = build_dataset(files, cfg, tokenizer)
-    args, init_kwargs = sft_config(cfg)
     # Process 0 clears the directory before any other process looks at it (multi-GPU runs).
     with args.main_process_first(local=False, desc="sft output directory"):
         checkpoint = prepare_out(cfg)
@@ -96,7 +97,9 @@ def sft_config(cfg: SFTStageConfig):
     """(``trl.SFTConfig`` from ``sft_args`` plus the stage's defaults, model_init_kwargs)."""
     from trl import SFTConfig
 
-    kwargs = dict(cfg.sft_args)
+    from stepprune.config import coerce_numbers
+
+    kwargs = coerce_numbers(SFTConfig, cfg.sft_args, "sft_args")
     init_kwargs = dict(kwargs.pop("model_init_kwargs", None) or {})
     kwargs.setdefault("max_length", cfg.max_tokens)
     if cfg.max_tokens and kwargs["max_length"] and kwargs["max_length"] < cfg.max_tokens:
