@@ -224,7 +224,7 @@ def test_grpo_args_pass_through_and_refusals(tmp_path):
     weights = grpo_config(GRPOStageConfig(out=cfg.out, grpo_args={"reward_weights": ["5e-1"] * 4}))
     assert weights.reward_weights == [0.5] * 4
     bad = [
-        (dict(grpo_args={"learning_rate": "fast"}), r"grpo_args.learning_rate='fast' is not a"),
+        (dict(grpo_args={"learning_rate": "fast"}), r"grpo_args.learning_rate='fast' is not a n"),
         (dict(grpo_args={"output_dir": "x"}), "set the stage's `out`"),
         (dict(grpo_args={"num_generationz": 2}), "grpo_args: .*num_generationz"),
         (dict(reward_weights=[1.0]), "1 reward_weights"),

@@ -30,9 +30,6 @@ def stage_configs(cfg) -> list:
     """One single-method config per stage, in order (models chained by ``run_sequence``);
     each stage's rewards and extensions are built here, so a bad option fails before any
     stage trains."""
-    from trl import GRPOConfig
-
-    from stepprune.config import coerce_numbers
     from stepprune.rl.methods import SEQUENCES, build_extensions
     from stepprune.rl.registry import build_rewards
     from stepprune.stages.grpo import reward_names
@@ -56,7 +53,6 @@ def stage_configs(cfg) -> list:
         stage = dataclasses.replace(base, out=str(Path(cfg.out) / name), **overrides)
         if stage.lora is not None and i < len(order) - 1:
             stage = dataclasses.replace(stage, merge=True)
-        coerce_numbers(GRPOConfig, stage.grpo_args, f"stages.{name}.grpo_args")
         rewards = build_rewards(reward_names(stage), **stage.reward_kwargs)
         build_extensions(stage.method, stage.method_kwargs, rewards)
         configs.append(stage)

@@ -60,9 +60,13 @@ class GRPOStageConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from trl import GRPOConfig
+
+        from stepprune.config import coerce_numbers
         from stepprune.rl.methods import SEQUENCES, check_method
 
         check_method(self.method)
+        self.grpo_args = coerce_numbers(GRPOConfig, self.grpo_args, "grpo_args")
         if self.method in SEQUENCES:
             order = self.order or list(SEQUENCES[self.method])
             if sorted(order) != sorted(SEQUENCES[self.method]):
@@ -83,10 +87,9 @@ def grpo_config(cfg: GRPOStageConfig):
     """``trl.GRPOConfig`` from the method's defaults, ``grpo_args`` and the stage's fields."""
     from trl import GRPOConfig
 
-    from stepprune.config import coerce_numbers
     from stepprune.rl.methods import method_grpo_args
 
-    args = coerce_numbers(GRPOConfig, method_grpo_args(cfg.method, cfg.grpo_args), "grpo_args")
+    args = method_grpo_args(cfg.method, cfg.grpo_args)
     for key, owner in (("output_dir", "out"), ("seed", "seed")):
         if key in args:
             raise ValueError(f"grpo_args.{key}: set the stage's `{owner}` instead")
@@ -170,12 +173,9 @@ def effective_config(cfg: GRPOStageConfig) -> dict:
 
 
 def _effective(cfg: GRPOStageConfig) -> GRPOStageConfig:
-    from trl import GRPOConfig
-
-    from stepprune.config import coerce_numbers
     from stepprune.rl.methods import method_grpo_args
 
-    grpo_args = coerce_numbers(GRPOConfig, method_grpo_args(cfg.method, cfg.grpo_args), "grpo_args")
+    grpo_args = method_grpo_args(cfg.method, cfg.grpo_args)
     return dataclasses.replace(cfg, reward_funcs=reward_names(cfg), grpo_args=grpo_args)
 
 

@@ -53,6 +53,11 @@ class SFTStageConfig:
         for key, owner in (("output_dir", "out"), ("seed", "seed")):
             if key in self.sft_args:
                 raise ValueError(f"sft_args.{key}: set the stage's `{owner}` instead")
+        from trl import SFTConfig
+
+        from stepprune.config import coerce_numbers
+
+        self.sft_args = coerce_numbers(SFTConfig, self.sft_args, "sft_args")
 
 
 def run(cfg: SFTStageConfig) -> dict:
@@ -67,11 +72,11 @@ def run(cfg: SFTStageConfig) -> dict:
     check_apart(cfg.out, files)
     if cfg.lora:
         lora_config(cfg.lora)  # a bad key fails here, before the output directory is touched
-    args, init_kwargs = sft_config(cfg)  # bad sft_args fail before the data is tokenized
     model_path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     token = add_skip_token(tokenizer)
     dataset, report = build_dataset(files, cfg, tokenizer)
+    args, init_kwargs = sft_config(cfg)
     # Process 0 clears the directory before any other process looks at it (multi-GPU runs).
     with args.main_process_first(local=False, desc="sft output directory"):
         checkpoint = prepare_out(cfg)
@@ -97,9 +102,7 @@ def sft_config(cfg: SFTStageConfig):
     """(``trl.SFTConfig`` from ``sft_args`` plus the stage's defaults, model_init_kwargs)."""
     from trl import SFTConfig
 
-    from stepprune.config import coerce_numbers
-
-    kwargs = coerce_numbers(SFTConfig, cfg.sft_args, "sft_args")
+    kwargs = dict(cfg.sft_args)
     init_kwargs = dict(kwargs.pop("model_init_kwargs", None) or {})
     kwargs.setdefault("max_length", cfg.max_tokens)
     if cfg.max_tokens and kwargs["max_length"] and kwargs["max_length"] < cfg.max_tokens:
