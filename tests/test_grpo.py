@@ -206,6 +206,36 @@ def test_special_skip_token_reaches_the_rewards(tiny_model_dir, problems_file, t
     assert step["skip/count"] >= 0.5  # [SKIP]s per completion; 0 if the rewards lost them
 
 
+def test_a_problem_quoting_skip_reaches_the_model_as_text(tiny_model_dir, tmp_path):
+    """With an SFT model's tokenizer ([SKIP] a special token), a problem quoting "[SKIP]" is
+    encoded as the base model read it; any other prompt gets exactly TRL's ids."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from stepprune.rl.registry import build_rewards
+    from stepprune.rl.trainer import RLTrainer
+
+    model = biased_copy(tiny_model_dir, tmp_path / "skip-qwen2", add_skip=True)
+    tok = AutoTokenizer.from_pretrained(model)
+    skip = tok.convert_tokens_to_ids("[SKIP]")
+    quoted = [[{"role": "user", "content": "What does [SKIP] mean in 3 [SKIP] 4?"}]]
+    plain = [[{"role": "user", "content": "3 apples?"}], [{"role": "user", "content": "x"}]]
+    trainer = RLTrainer(
+        model=str(model),
+        reward_funcs=build_rewards(["length"]),
+        args=GRPOConfig(output_dir=str(tmp_path / "o"), **TINY_ARGS),
+        train_dataset=Dataset.from_list([{"prompt": p} for p in plain]),
+        processing_class=tok,
+    )
+    ids = trainer._tokenize_prompts(quoted)[0]
+    base = AutoTokenizer.from_pretrained(tiny_model_dir)  # the tokenizer before [SKIP] existed
+    expected = base.apply_chat_template(quoted, add_generation_prompt=True, tokenize=True)
+    assert ids == list(expected["input_ids"]) and skip not in ids[0]
+    assert skip in GRPOTrainer._tokenize_prompts(trainer, quoted)[0][0]  # what TRL did
+    assert trainer._tokenize_prompts(plain)[0] == GRPOTrainer._tokenize_prompts(trainer, plain)[0]
+
+
 def test_grpo_args_pass_through_and_refusals(tmp_path):
     given = dict(num_generations=8, temperature=0.6, loss_type="grpo", beta=0.04, use_cpu=True)
     cfg = GRPOStageConfig(out=str(tmp_path / "o"), grpo_args=given, reward_weights=[1, 1, 1, 0.5])
