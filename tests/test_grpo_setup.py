@@ -130,12 +130,16 @@ def test_eg_paper_recipes_clip_at_4096_and_explore_hotter():
 
 
 def test_ceeh_paper_recipes_hold_the_authors_settings():
-    from stepprune.rl.methods import method_grpo_args
+    from stepprune.rl.methods import build_extensions, method_grpo_args
+    from stepprune.rl.registry import build_rewards
+    from stepprune.stages.grpo import reward_names
+
+    def rewards(cfg):
+        return build_rewards(reward_names(cfg), **cfg.reward_kwargs)
 
     for size, mode in (("1p5b", "ea"), ("7b", "me")):
-        cfg = build_config(
-            GRPOStageConfig, REPO / "pipelines" / f"grpo_ceeh_r1_distill_{size}_paper.yaml"
-        )
+        recipe = REPO / "pipelines" / f"grpo_ceeh_r1_distill_{size}_paper.yaml"
+        cfg = build_config(GRPOStageConfig, recipe)
         g = method_grpo_args(cfg.method, cfg.grpo_args)
         assert (g["num_generations"], g["temperature"], g["learning_rate"]) == (12, 0.6, 3e-5)
         assert (g["beta"], g["epsilon_high"], g["delta"], g["scale_rewards"]) == (
@@ -148,6 +152,11 @@ def test_ceeh_paper_recipes_hold_the_authors_settings():
             cfg.lora["r"],
             cfg.lora["lora_alpha"],
         ) == (32, 32)
+        built = build_extensions(cfg.method, cfg.method_kwargs, rewards(cfg))
+        ceeh = next(e for e in built if e.name == "ceeh")
+        if mode == "me":  # its header claims the paper's Eq. 11: hard 5, easy 1
+            assert "Eq. 11" in recipe.read_text()
+            assert (ceeh.hard_weight, ceeh.easy_weight, ceeh.coef) == (5, 1, 0.001)
 
 
 def test_paper_recipe_holds_the_papers_settings():
