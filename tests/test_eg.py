@@ -3,6 +3,7 @@ config refusals, and both stages on the tiny model, killed and resumed in each s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -142,6 +143,29 @@ def test_unknown_method_order_and_explore_without_a_model(tmp_path):
     with pytest.raises(ValueError, match="eg-explore starts from the compress stage's model"):
         run(GRPOStageConfig(method="eg-explore", out=str(tmp_path / "x")))
     assert not (tmp_path / "x").exists()
+
+
+def test_resume_checks_every_stage_before_any_stage_runs(tmp_path):
+    """A resume whose explore settings differ is refused before compress trains on."""
+    from stepprune.rl.record import write_record
+    from stepprune.rl.sequence import run_sequence, stage_configs
+    from stepprune.stages.grpo import effective_config
+
+    out = tmp_path / "eg"
+    old = GRPOStageConfig(method="eg", out=str(out), model="m")
+    write_record(out, dataclasses.asdict(old))
+    for stage in stage_configs(old):  # both stages started, neither finished
+        write_record(Path(stage.out), effective_config(stage))
+    explore = {"eg-explore": {"reward_kwargs": {"eg_length": {"rate": 0.5}}}}
+    new = dataclasses.replace(old, resume=True, stages=explore)
+
+    def run_single(stage):
+        raise AssertionError(f"{stage.method} ran")
+
+    with pytest.raises(ValueError, match=r"eg-explore holds a run made with other settings "):
+        run_sequence(new, run_single)
+    with pytest.raises(ValueError, match=r"\(reward_kwargs\.eg_length\.rate: 0\.25 -> 0\.5\)"):
+        run_sequence(new, run_single)
 
 
 # ---- both stages on the tiny model, killed and resumed --------------------------------------
