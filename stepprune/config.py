@@ -2,7 +2,8 @@
 
 A recipe's keys are exactly the dataclass field names; an unknown key is an error that lists the
 known ones. Options owned by another library (vLLM engine args, TRL configs) stay dicts that are
-passed through untouched rather than re-declared here.
+passed through rather than re-declared here; ``coerce_numbers`` only turns the strings PyYAML
+makes of exponent numbers without a dot (``1e-5``) into the numbers the library's fields expect.
 """
 
 from __future__ import annotations
@@ -52,10 +53,59 @@ def build_config(cls: type[T], recipe: str | Path | None = None, **overrides: An
     values.update({k: v for k, v in overrides.items() if v is not None})
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
+        value = values[name] = _coerce(value, hints[name], name, strict=False)
         if not _matches(value, hints[name]):
             where = f"{recipe}: " if recipe is not None and name in data else ""
             raise ConfigError(f"{where}{name}={value!r} is not {_describe(hints[name])}")
     return cls(**values)
+
+
+def coerce_numbers(config_cls: type, values: dict, where: str) -> dict:
+    """``values`` for the dataclass ``config_cls`` (a library's, e.g. ``trl.SFTConfig``), each
+    string given to a number field (or a list of numbers) converted: PyYAML reads ``1e-5`` as a
+    string, which the library trips over only once training starts. A string that is no number
+    there is a ``ConfigError`` naming ``<where>.<key>``; fields that take strings are left alone."""
+    hints = typing.get_type_hints(config_cls)
+    return {
+        k: _coerce(v, hints[k], f"{where}.{k}", strict=True) if k in hints else v
+        for k, v in values.items()
+    }
+
+
+def _coerce(value: Any, hint: Any, name: str, strict: bool) -> Any:
+    """``value`` as the number ``hint`` asks for when it is a string of one (see above)."""
+    kinds = _alternatives(hint)
+    if isinstance(value, list):
+        lists = [typing.get_args(k) for k in kinds if typing.get_origin(k) is list]
+        item = next((args[0] for args in lists if args), None)
+        if item is None:
+            return value
+        return [_coerce(v, item, f"{name}[{i}]", strict) for i, v in enumerate(value)]
+    if not isinstance(value, str) or str in kinds or not {int, float} & set(kinds):
+        return value
+    try:
+        number = float(value)
+        if float not in kinds:
+            if not number.is_integer():
+                raise ValueError
+            number = int(number)
+    except ValueError:
+        if not strict:
+            return value  # build_config's type check names the field and the type
+        wanted = "a number" if float in kinds else "an integer"
+        raise ConfigError(f"{name}={value!r} is not {wanted}") from None
+    return number
+
+
+def _alternatives(hint: Any) -> list:
+    """The types a hint allows: the members of a union (enums count as str), else the hint."""
+    import enum
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        kinds = [k for a in typing.get_args(hint) for k in _alternatives(a)]
+    else:
+        kinds = [hint]
+    return [str if isinstance(k, type) and issubclass(k, enum.Enum) else k for k in kinds]
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -78,3 +78,24 @@ def test_generate_reports_bad_input_file(tmp_path):
     assert "bad.jsonl:2" in proc.stderr and "answer" in proc.stderr
     assert not (tmp_path / "out").exists()
     assert time.perf_counter() - t < 60
+
+
+def test_sft_args_that_are_no_number_fail_in_one_line_before_the_model(tmp_path):
+    """``1e-5`` (a string to PyYAML) is converted; ``fast`` is refused in one line, before the
+    model (a path that does not exist) is looked at and before the output directory exists."""
+    from test_sft_data import pruned_row, write_pruned
+
+    shards = write_pruned(tmp_path / "pruned", [pruned_row(0)])
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "stepprune.cli", "sft", "--input", str(shards)),
+            *("--out", str(tmp_path / "out"), "--model", str(tmp_path / "no-model")),
+            *("--set", "sft_args={learning_rate: fast, warmup_ratio: 1e-1}"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert errors == ["error: sft_args.learning_rate='fast' is not a number"], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@ config refusals, and both stages on the tiny model, killed and resumed in each s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -144,6 +145,29 @@ def test_unknown_method_order_and_explore_without_a_model(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_resume_checks_every_stage_before_any_stage_runs(tmp_path):
+    """A resume whose explore settings differ is refused before compress trains on."""
+    from stepprune.rl.record import write_record
+    from stepprune.rl.sequence import run_sequence, stage_configs
+    from stepprune.stages.grpo import effective_config
+
+    out = tmp_path / "eg"
+    old = GRPOStageConfig(method="eg", out=str(out), model="m")
+    write_record(out, dataclasses.asdict(old))
+    for stage in stage_configs(old):  # both stages started, neither finished
+        write_record(Path(stage.out), effective_config(stage))
+    explore = {"eg-explore": {"reward_kwargs": {"eg_length": {"rate": 0.5}}}}
+    new = dataclasses.replace(old, resume=True, stages=explore)
+
+    def run_single(stage):
+        raise AssertionError(f"{stage.method} ran")
+
+    with pytest.raises(ValueError, match=r"eg-explore holds a run made with other settings "):
+        run_sequence(new, run_single)
+    with pytest.raises(ValueError, match=r"\(reward_kwargs\.eg_length\.rate: 0\.25 -> 0\.5\)"):
+        run_sequence(new, run_single)
+
+
 # ---- both stages on the tiny model, killed and resumed --------------------------------------
 
 
@@ -179,6 +203,8 @@ def _kill_when(proc, path: Path, deadline_s: float = 240) -> None:
 
 @pytest.mark.slow
 def test_both_stages_chain_and_resume_after_a_kill_in_each(tiny_model_dir, tmp_path):
+    """Every run passes --overwrite, as a recipe with ``overwrite: true`` does, and the reruns
+    add --resume: resume must win, keeping compress's checkpoint, log and summary."""
     model = biased_copy(tiny_model_dir, tmp_path / "model")
     problems = tmp_path / "p.jsonl"
     problems.write_text(
@@ -188,15 +214,23 @@ def test_both_stages_chain_and_resume_after_a_kill_in_each(tiny_model_dir, tmp_p
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "stderr.log"  # read back when a run dies early
     quiet = dict(env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-    proc = subprocess.Popen(_cli(model, problems, out), **quiet)
+    proc = subprocess.Popen(_cli(model, problems, out, "--overwrite"), **quiet)
     _kill_when(proc, out / "eg-compress" / "checkpoint-1" / "trainer_state.json")
     assert not (out / "eg-compress" / "summary.json").exists()
-    proc = subprocess.Popen(_cli(model, problems, out, "--resume"), **quiet)
+    proc = subprocess.Popen(_cli(model, problems, out, "--overwrite", "--resume"), **quiet)
     _kill_when(proc, out / "eg-explore" / "checkpoint-1" / "trainer_state.json")
     compress_done = json.loads((out / "eg-compress" / "summary.json").read_text())
     assert compress_done["resumed_from"].endswith("checkpoint-1")
-    done = subprocess.run(_cli(model, problems, out, "--resume"), env=env, capture_output=True)
+    compress_files = {
+        name: (out / "eg-compress" / name).read_bytes()
+        for name in ("log_history.jsonl", "summary.json")
+    }
+    done = subprocess.run(
+        _cli(model, problems, out, "--overwrite", "--resume"), env=env, capture_output=True
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
+    for name, content in compress_files.items():  # the finished stage was skipped, not rerun
+        assert (out / "eg-compress" / name).read_bytes() == content
     summary = json.loads((out / "summary.json").read_text())
     assert summary["order"] == ["eg-compress", "eg-explore"]
     explore = summary["stages"]["eg-explore"]

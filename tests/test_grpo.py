@@ -144,6 +144,54 @@ def test_resume_continues_from_the_last_checkpoint(eos_model_dir, problems_file,
     assert len(read_history(early)) == 1
 
 
+def test_resume_refuses_another_method_or_other_rewards(
+    eos_model_dir, problems_file, tmp_path, monkeypatch
+):
+    """A run killed after its checkpoint but before its final outputs, then resumed with another
+    method or other rewards: refused, naming old and new values, with nothing changed."""
+    from stepprune.stages import grpo
+
+    out = tmp_path / "grpo"
+    with monkeypatch.context() as m:
+        m.setattr(grpo, "_write_outputs", lambda *args: None)  # the kill: no final outputs
+        run(tiny_config(eos_model_dir, problems_file, out, max_steps=1))
+    assert not (out / "summary.json").exists() and (out / "checkpoint-1").is_dir()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    refused = [
+        (
+            dict(method="ceeh", reward_funcs=None, reward_weights=None, reward_kwargs={}),
+            "method: 'se' -> 'ceeh'",
+        ),
+        (dict(reward_weights=[1.0, 1.0]), "reward_weights: [1.0, 0.5] -> [1.0, 1.0]"),
+        (dict(reward_kwargs={"length": {"max_tokens": 9}}), "length.max_tokens: 8 -> 9"),
+        (dict(reward_funcs=["skip_ratio", "length"]), "reward_funcs: ['length', 'skip_ratio']"),
+    ]
+    for overrides, message in refused:
+        cfg = tiny_config(eos_model_dir, problems_file, out, 2, resume=True, **overrides)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            run(cfg)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    summary = run(tiny_config(eos_model_dir, problems_file, out, max_steps=2, resume=True))
+    assert Path(summary["resumed_from"]).name == "checkpoint-1" and summary["global_step"] == 2
+
+
+def test_resume_refuses_other_extension_options(tmp_path):
+    """The extensions' options, defaults filled in, are part of what a resume must keep."""
+    from stepprune.rl.record import check_resume, identity, write_record
+
+    old = GRPOStageConfig(method="ceeh", out=str(tmp_path))
+    write_record(tmp_path, dataclasses.asdict(old))
+    spelled_out = dataclasses.replace(old, method_kwargs={"ceeh": {"mode": "me", "coef": 0.001}})
+    check_resume(tmp_path, dataclasses.asdict(spelled_out))  # the defaults, written out: same
+    other = dataclasses.replace(old, method_kwargs={"ceeh": {"coef": 0.01}})
+    with pytest.raises(ValueError, match=r"\(extensions\.ceeh\.coef: 0\.001 -> 0\.01\)"):
+        check_resume(tmp_path, dataclasses.asdict(other))
+    assert identity(dataclasses.asdict(old))["extensions"]["ceeh"]["mode"] == "me"
+    eg = GRPOStageConfig(method="eg", out=str(tmp_path))
+    with pytest.raises(ValueError, match=r"method: 'ceeh' -> 'eg'"):
+        check_resume(tmp_path, dataclasses.asdict(eg))
+
+
 def test_special_skip_token_reaches_the_rewards(tiny_model_dir, problems_file, tmp_path):
     """TRL decodes with skip_special_tokens=True, which deletes a special [SKIP]; the stage
     hands the rewards its tokenizer so that they count [SKIP] from the token ids."""
@@ -158,6 +206,36 @@ def test_special_skip_token_reaches_the_rewards(tiny_model_dir, problems_file, t
     assert step["skip/count"] >= 0.5  # [SKIP]s per completion; 0 if the rewards lost them
 
 
+def test_a_problem_quoting_skip_reaches_the_model_as_text(tiny_model_dir, tmp_path):
+    """With an SFT model's tokenizer ([SKIP] a special token), a problem quoting "[SKIP]" is
+    encoded as the base model read it; any other prompt gets exactly TRL's ids."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from stepprune.rl.registry import build_rewards
+    from stepprune.rl.trainer import RLTrainer
+
+    model = biased_copy(tiny_model_dir, tmp_path / "skip-qwen2", add_skip=True)
+    tok = AutoTokenizer.from_pretrained(model)
+    skip = tok.convert_tokens_to_ids("[SKIP]")
+    quoted = [[{"role": "user", "content": "What does [SKIP] mean in 3 [SKIP] 4?"}]]
+    plain = [[{"role": "user", "content": "3 apples?"}], [{"role": "user", "content": "x"}]]
+    trainer = RLTrainer(
+        model=str(model),
+        reward_funcs=build_rewards(["length"]),
+        args=GRPOConfig(output_dir=str(tmp_path / "o"), **TINY_ARGS),
+        train_dataset=Dataset.from_list([{"prompt": p} for p in plain]),
+        processing_class=tok,
+    )
+    ids = trainer._tokenize_prompts(quoted)[0]
+    base = AutoTokenizer.from_pretrained(tiny_model_dir)  # the tokenizer before [SKIP] existed
+    expected = base.apply_chat_template(quoted, add_generation_prompt=True, tokenize=True)
+    assert ids == list(expected["input_ids"]) and skip not in ids[0]
+    assert skip in GRPOTrainer._tokenize_prompts(trainer, quoted)[0][0]  # what TRL did
+    assert trainer._tokenize_prompts(plain)[0] == GRPOTrainer._tokenize_prompts(trainer, plain)[0]
+
+
 def test_grpo_args_pass_through_and_refusals(tmp_path):
     given = dict(num_generations=8, temperature=0.6, loss_type="grpo", beta=0.04, use_cpu=True)
     cfg = GRPOStageConfig(out=str(tmp_path / "o"), grpo_args=given, reward_weights=[1, 1, 1, 0.5])
@@ -168,7 +246,15 @@ def test_grpo_args_pass_through_and_refusals(tmp_path):
 
     if not torch.cuda.is_available():  # TRL's unset bf16 means True, which a CPU refuses
         assert grpo_config(GRPOStageConfig(out=cfg.out)).bf16 is False
+    # PyYAML reads 1e-5 (no dot) as a string: TRL's number fields get numbers
+    yaml_strings = {"learning_rate": "1e-5", "max_completion_length": "1e2", "beta": "4e-2"}
+    args = grpo_config(dataclasses.replace(cfg, grpo_args={**given, **yaml_strings}))
+    assert (args.learning_rate, args.max_completion_length, args.beta) == (1e-5, 100, 0.04)
+    assert isinstance(args.max_completion_length, int) and args.loss_type == "grpo"
+    weights = grpo_config(GRPOStageConfig(out=cfg.out, grpo_args={"reward_weights": ["5e-1"] * 4}))
+    assert weights.reward_weights == [0.5] * 4
     bad = [
+        (dict(grpo_args={"learning_rate": "fast"}), r"grpo_args.learning_rate='fast' is not a n"),
         (dict(grpo_args={"output_dir": "x"}), "set the stage's `out`"),
         (dict(grpo_args={"num_generationz": 2}), "grpo_args: .*num_generationz"),
         (dict(reward_weights=[1.0]), "1 reward_weights"),

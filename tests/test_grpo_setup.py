@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def write_pruned_shard(path: Path, rows: list[tuple[str, int, str, str]]) -> Non
     write_table_atomic(to_table([row(*r) for r in rows], PRUNED), path / "part-00000.parquet")
 
 
-def test_training_problems_from_pruned_shards(tmp_path):
+def test_training_problems_from_pruned_shards(tmp_path, caplog):
     shards = tmp_path / "pruned"
     unique = [("toy-0", "1+1?", "2"), ("toy-1", "2+3?", "5"), ("toy-2", "9-4?", "5")]
     write_pruned_shard(shards, [(i, 0, q, a) for i, q, a in unique] + [("toy-0", 1, "1+1?", "2")])
@@ -59,6 +60,9 @@ def test_training_problems_from_pruned_shards(tmp_path):
     assert [(p.id, p.problem, p.answer) for p in problems] == unique  # one per problem
     first_two = training_problems(str(shards / "part-00000.parquet"), limit=2)
     assert [p.id for p in first_two] == ["toy-0", "toy-1"]
+    with caplog.at_level(logging.WARNING, logger="stepprune.train.grpo_data"):
+        assert len(training_problems(str(shards), sample=100)) == 3
+    assert "sample 100 asks for more problems than" in caplog.text and "(3)" in caplog.text
     drawn = [p.id for p in training_problems(str(shards), sample=2, seed=3)]
     again = [p.id for p in training_problems(str(shards), sample=2, seed=3)]
     assert len(set(drawn)) == 2 and drawn == again
@@ -126,12 +130,16 @@ def test_eg_paper_recipes_clip_at_4096_and_explore_hotter():
 
 
 def test_ceeh_paper_recipes_hold_the_authors_settings():
-    from stepprune.rl.methods import method_grpo_args
+    from stepprune.rl.methods import build_extensions, method_grpo_args
+    from stepprune.rl.registry import build_rewards
+    from stepprune.stages.grpo import reward_names
+
+    def rewards(cfg):
+        return build_rewards(reward_names(cfg), **cfg.reward_kwargs)
 
     for size, mode in (("1p5b", "ea"), ("7b", "me")):
-        cfg = build_config(
-            GRPOStageConfig, REPO / "pipelines" / f"grpo_ceeh_r1_distill_{size}_paper.yaml"
-        )
+        recipe = REPO / "pipelines" / f"grpo_ceeh_r1_distill_{size}_paper.yaml"
+        cfg = build_config(GRPOStageConfig, recipe)
         g = method_grpo_args(cfg.method, cfg.grpo_args)
         assert (g["num_generations"], g["temperature"], g["learning_rate"]) == (12, 0.6, 3e-5)
         assert (g["beta"], g["epsilon_high"], g["delta"], g["scale_rewards"]) == (
@@ -144,6 +152,11 @@ def test_ceeh_paper_recipes_hold_the_authors_settings():
             cfg.lora["r"],
             cfg.lora["lora_alpha"],
         ) == (32, 32)
+        built = build_extensions(cfg.method, cfg.method_kwargs, rewards(cfg))
+        ceeh = next(e for e in built if e.name == "ceeh")
+        if mode == "me":  # its header claims the paper's Eq. 11: hard 5, easy 1
+            assert "Eq. 11" in recipe.read_text()
+            assert (ceeh.hard_weight, ceeh.easy_weight, ceeh.coef) == (5, 1, 0.001)
 
 
 def test_paper_recipe_holds_the_papers_settings():

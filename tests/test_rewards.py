@@ -131,6 +131,34 @@ def test_skip_ratio_options_and_logged_metrics():
         SkipRatioReward(mid_at=0.9, high_at=0.8)
 
 
+@pytest.mark.parametrize(
+    ("completion", "steps_ratio", "authors_r"),
+    [
+        # 2 skips, 2 kept steps; 3 blank lines: steps 2/4, authors 2/(3 + 2)
+        ("<think>\nA\n\n[SKIP]\n\n[SKIP]\n\nB\n</think>\n1", 0.5, 0.4),
+        # all skipped: steps 3/3; the blank lines between them count too: authors 3/(2 + 3)
+        ("<think>\n[SKIP]\n\n[SKIP]\n\n[SKIP]\n</think>\n1", 1.0, 0.6),
+        # "\n\n\n\n" is one step break, two "\n\n": steps 1/2, authors 1/(2 + 1)
+        ("<think>\nA\n\n\n\n[SKIP]\n</think>\n1", 0.5, 1 / 3),
+        # [SKIP]s after </think> are not thinking; none in it: 0 either way
+        ("<think>\nA\n</think>\n[SKIP]\n\n[SKIP]", 0.0, 0.0),
+        ("<think>\n\n</think>", None, 0.0),  # no steps; one blank line, no [SKIP]: 0/1
+    ],
+)
+def test_skip_ratio_denominator_steps_or_the_authors(completion, steps_ratio, authors_r):
+    from stepprune.rl.rewards import authors_ratio
+
+    assert skip_stats(completion).ratio == steps_ratio
+    assert authors_ratio(completion) == pytest.approx(authors_r)
+    authors = SkipRatioReward(denominator="authors", high=2.0, mid=1.0, low=0.0)
+    logged = {}
+    out = authors(completions=[completion], log_metric=logged.__setitem__)
+    assert out == [2.0 if authors_r >= 0.8 else 1.0 if authors_r >= 0.5 else 0.0]
+    assert logged["skip/ratio"] == pytest.approx(authors_r)  # the ratio in use is logged
+    with pytest.raises(ValueError, match="denominator 'blank'"):
+        SkipRatioReward(denominator="blank")
+
+
 # ---- skip count ----------------------------------------------------------------------------------
 
 

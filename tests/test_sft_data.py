@@ -184,6 +184,32 @@ def test_training_rows_mask_the_prompt_and_end_with_eos(tiny_model_dir, tmp_path
     assert args.max_length is None and args.output_dir == cfg.out
 
 
+def test_a_problem_quoting_skip_keeps_it_as_text(tiny_model_dir, tmp_path):
+    """A problem that quotes "[SKIP]" is encoded as the base model read it (as text); only the
+    completion's [SKIP]s are the special token."""
+    from transformers import AutoTokenizer
+
+    row = pruned_row(0)
+    quoted = "What does [SKIP] mean? 0 apples and 5 more?"
+    row["prompt"] = row["prompt"].replace("0 apples and 5 more?", quoted)
+    src = write_pruned(tmp_path / "p", [row])
+    tok, model = base_model(tiny_model_dir)
+    token = add_skip_token(tok)
+    fit_embeddings(model, token)
+    assert token.token_id in tok(row["prompt"])["input_ids"]  # TRL's own tokenization of it
+    cfg = SFTStageConfig(input=str(src), out=str(tmp_path / "o"), sft_args={"bf16": False})
+    data, _ = build_dataset([src / "part-00000.parquet"], cfg, tok)
+    trainer = make_trainer(cfg, sft_config(cfg)[0], model, tok, data, token.token_id)
+    ids, labels = trainer.train_dataset[0]["input_ids"], trainer.train_dataset[0]["labels"]
+    n_prompt = next(i for i, x in enumerate(labels) if x != -100)
+    base = AutoTokenizer.from_pretrained(tiny_model_dir)  # the tokenizer before [SKIP] existed
+    assert ids[:n_prompt] == base(row["prompt"])["input_ids"]
+    assert token.token_id not in ids[:n_prompt]
+    completion = tok(row["completion"], add_special_tokens=False)["input_ids"]
+    assert ids[n_prompt:] == labels[n_prompt:] == completion + [tok.eos_token_id]
+    assert ids.count(token.token_id) == row["completion"].count(SKIP_TOKEN) == 2
+
+
 def test_prune_stage_output_renders_the_same_completions(tiny_model_dir, tmp_path):
     from conftest import tiny_generate
 
@@ -204,17 +230,17 @@ def test_prune_stage_output_renders_the_same_completions(tiny_model_dir, tmp_pat
 
 def test_bos_is_not_doubled(tiny_model_dir, tmp_path):
     class Tok:  # a tokenizer that prepends BOS itself, like the DeepSeek-R1 distills'
-        bos_token, bos_token_id, eos_token = "<s>", 1, "</s>"
+        bos_token, bos_token_id, eos_token, eos_token_id = "<s>", 1, "</s>", 2
 
         def __init__(self, adds):
             self.adds = adds
 
-        def ids(self, text):
-            return ([1] if self.adds else []) + [5] * len(text.split())
+        def ids(self, text, add_special_tokens):
+            return ([1] if self.adds and add_special_tokens else []) + [5] * len(text.split())
 
-        def __call__(self, text):
+        def __call__(self, text, add_special_tokens=True):
             batch = text if isinstance(text, list) else [text]
-            ids = [self.ids(t) for t in batch]
+            ids = [self.ids(t, add_special_tokens) for t in batch]
             return {"input_ids": ids if isinstance(text, list) else ids[0]}
 
     assert added_bos(Tok(adds=True)) == "<s>" and added_bos(Tok(adds=False)) == ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -100,6 +101,30 @@ def test_owned_and_unknown_keys_are_value_errors(tiny_model_dir, pruned_dir, tmp
         run(bad_lora)
     assert (tmp_path / "o" / "keep.txt").exists()
     assert lora_config({"task_type": "CAUSAL_LM", "r": 4}).r == 4  # task_type may be given
+
+
+def test_yaml_exponent_strings_in_sft_args_become_numbers(tmp_path):
+    """PyYAML reads 1e-5 (no dot) as a string; TRL took it and failed only in the optimizer,
+    after the model loaded. Strings of numbers for TRL's number fields become numbers when the
+    config is built; a string that is no number is a one-line ConfigError naming the key."""
+    from stepprune.config import ConfigError, build_config
+
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(
+        "sft_args: {learning_rate: 1e-5, max_length: 2e3, logging_steps: 1e1, bf16: false,\n"
+        "  lr_scheduler_type: constant, report_to: none}\nkappa: 8e-1\n"
+    )
+    assert yaml.safe_load(recipe.read_text())["sft_args"]["learning_rate"] == "1e-5"
+    cfg = build_config(SFTStageConfig, recipe, out=str(tmp_path / "o"))
+    assert cfg.kappa == 0.8 and cfg.sft_args["learning_rate"] == 1e-5
+    args, _ = sft_config(cfg)
+    assert args.learning_rate == 1e-5 and isinstance(args.learning_rate, float)
+    assert args.max_length == 2000 and isinstance(args.max_length, int)
+    assert args.logging_steps == 10.0 and args.lr_scheduler_type == "constant"
+    cases = (("learning_rate", "fast", "a number"), ("max_length", "1.5", "an integer"))
+    for key, value, kind in cases:
+        with pytest.raises(ConfigError, match=re.escape(f"sft_args.{key}='{value}' is not {kind}")):
+            build_config(SFTStageConfig, recipe, sft_args={**cfg.sft_args, key: value})
 
 
 # --- training ---------------------------------------------------------------------------------

@@ -88,6 +88,14 @@ def method_grpo_args(name: str, grpo_args: dict) -> dict:
     return {**METHODS[name].grpo_args, **grpo_args}
 
 
+def extension_class(name: str) -> type:
+    from stepprune.rl.ceeh import CEEH
+    from stepprune.rl.eg import PositiveAbsolute, RolloutStats
+
+    classes = {"positive_absolute": PositiveAbsolute, "rollout_stats": RolloutStats, "ceeh": CEEH}
+    return classes[name]
+
+
 def build_extensions(name: str, options: dict, rewards: list) -> list:
     """The method's trainer extensions, wired to its reward instances."""
     from stepprune.rl.ceeh import CEEH

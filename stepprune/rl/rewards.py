@@ -204,6 +204,10 @@ class SkipRatioReward(Reward):
     else low (0). Zero steps (r undefined) gets ``low``. Also logs, through TRL's
     ``log_metric``, the batch means ``skip/ratio`` (r, 0 for zero steps), ``skip/count`` and
     ``skip/kept_steps``.
+
+    ``denominator="authors"`` computes r as the authors' code does instead (``authors_ratio``):
+    #[SKIP] / (#"\n\n" + #[SKIP]) over the thinking part, 0 when that is 0. Every blank line
+    counts, also those around a [SKIP] step, so r stays below 1: "[SKIP]\n\n[SKIP]" gives 2/3.
     """
 
     name = "skip_ratio"
@@ -217,13 +221,17 @@ class SkipRatioReward(Reward):
         low: float = 0.0,
         step_pattern: str = DEFAULT_STEP_PATTERN,
         skip_token: str = SKIP_TOKEN,
+        denominator: str = "steps",
         tokenizer=None,
     ) -> None:
         super().__init__(tokenizer)
         if not mid_at <= high_at:
             raise ValueError(f"{self.name}: mid_at ({mid_at}) must be <= high_at ({high_at})")
+        if denominator not in ("steps", "authors"):
+            raise ValueError(f"{self.name}: denominator {denominator!r}: steps or authors")
         self.high, self.high_at, self.mid, self.mid_at, self.low = high, high_at, mid, mid_at, low
         self.step_pattern, self.skip_token = step_pattern, skip_token
+        self.denominator = denominator
 
     def tier(self, ratio: float | None) -> float:
         if ratio is None or ratio < self.mid_at:
@@ -232,13 +240,29 @@ class SkipRatioReward(Reward):
 
     def score(self, texts, completion_ids, columns):
         stats = [skip_stats(t, self.step_pattern, self.skip_token) for t in texts]
+        if self.denominator == "authors":
+            ratios = [authors_ratio(t, self.skip_token) for t in texts]
+        else:
+            ratios = [s.ratio for s in stats]
         log_metric = columns.get("log_metric")
         if log_metric is not None and stats:
             n = len(stats)
-            log_metric("skip/ratio", sum(s.ratio or 0.0 for s in stats) / n)
+            log_metric("skip/ratio", sum(r or 0.0 for r in ratios) / n)
             log_metric("skip/count", sum(s.n_skip for s in stats) / n)
             log_metric("skip/kept_steps", sum(s.n_kept for s in stats) / n)
-        return [self.tier(s.ratio) for s in stats]
+        return [self.tier(r) for r in ratios]
+
+
+def authors_ratio(text: str, skip_token: str = SKIP_TOKEN) -> float:
+    """The skip ratio of the SE authors' ``grpo_train.py``: #[SKIP] / (#"\n\n" + #[SKIP]) in the
+    thinking part (``str.count``, so "\n\n\n\n" is two), 0 when both counts are 0. Their
+    thinking part is everything before ``</think>`` (without it, all but the last character);
+    here it is the same thinking part as everywhere (module docstring)."""
+    split = split_thinking(text, think_open=True)
+    thinking = text[split.thinking_start : split.thinking_end]
+    n_skip = thinking.count(skip_token)
+    total = thinking.count("\n\n") + n_skip
+    return n_skip / total if total else 0.0
 
 
 class SkipCountReward(Reward):

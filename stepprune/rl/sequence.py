@@ -2,10 +2,14 @@
 the previous stage's final model, and plot every stage's curves on one axis.
 
 A stage whose directory holds ``summary.json`` is finished and skipped, so a killed run resumes
-in the stage where it stopped (with ``--resume``, from its newest checkpoint). ``order``
-reverses the stages for the stage-order ablation; ``stages[<stage>]`` overrides any config field
-for one stage (``grpo_args`` and ``method_kwargs`` are merged key by key). With LoRA every stage
-but the last also writes merged weights, which the next stage loads.
+in the stage where it stopped (with ``--resume``, from its newest checkpoint). ``--resume`` wins
+over ``overwrite``: a recipe that sets ``overwrite: true`` and is rerun with ``--resume`` keeps
+its finished stages and checkpoints (a stage killed before its first checkpoint restarts either
+way). Before anything runs, a resume is checked against the sequence's record and every
+stage's (``rl.record``). ``order`` reverses the stages for the stage-order ablation;
+``stages[<stage>]`` overrides any config field for one stage (``grpo_args`` and
+``method_kwargs`` are merged key by key). With LoRA every stage but the last also writes merged
+weights, which the next stage loads.
 """
 
 from __future__ import annotations
@@ -94,13 +98,22 @@ def run_sequence(cfg, run_single) -> dict:
 
     from accelerate import PartialState
 
+    from stepprune.rl.record import check_resume, write_record
+    from stepprune.stages.grpo import effective_config
+
     configs = stage_configs(cfg)  # every stage's config is checked before anything runs
     state, out = PartialState(), Path(cfg.out)
     if out.is_dir() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(f"{out} exists; pass --resume to continue it or --overwrite")
-    if cfg.overwrite and out.is_dir() and state.is_main_process:
+    if cfg.resume:
+        check_resume(out, dataclasses.asdict(cfg))
+        for stage in configs:
+            check_resume(Path(stage.out), effective_config(stage))
+    if cfg.overwrite and not cfg.resume and out.is_dir() and state.is_main_process:
         shutil.rmtree(out)
     state.wait_for_everyone()
+    if state.is_main_process:
+        write_record(out, dataclasses.asdict(cfg))
     model, summaries, histories = cfg.model, {}, {}
     for stage in configs:
         partial = Path(stage.out).is_dir() and not _has_checkpoint(Path(stage.out))

@@ -16,6 +16,11 @@ Where each hook runs (TRL 1.16):
 
 With no extensions (``--method se``) every override returns TRL's result untouched. Extension
 state is saved as ``rl_state.json`` in every checkpoint and restored on resume.
+
+Prompts: with a tokenizer that holds ``[SKIP]`` (an SFT model), ``_tokenize_prompts`` renders
+the chat template as TRL does and encodes it without [SKIP] among the added tokens
+(``train.skip_token.plain_text_encoder``), so a problem quoting "[SKIP]" reaches the model as
+text, as it did at SFT; every other prompt gets the ids TRL would give it.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import os
 import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
+from trl.data_utils import is_conversational
 
 from stepprune.rl.hooks import Extension, RolloutBatch
+from stepprune.train.skip_token import plain_text_encoder
 
 STATE_FILE = "rl_state.json"
 
@@ -57,6 +64,26 @@ class RLTrainer(GRPOTrainer):
         self._loss_inputs: dict | None = None
         self._loss_entropies = None
         super().__init__(*args, **kwargs)
+        self._plain_encoder = plain_text_encoder(self.processing_class)
+
+    # -- prompts ---------------------------------------------------------------------------
+    def _tokenize_prompts(self, prompts: list):
+        plain = self._plain_encoder
+        if plain is None or self._is_vlm or self.environment_factories is not None:
+            return super()._tokenize_prompts(prompts)
+        if is_conversational({"prompt": prompts[0]}):
+            texts = self.processing_class.apply_chat_template(
+                conversation=prompts,
+                tools=self.tools or None,
+                chat_template=self.chat_template,
+                add_generation_prompt=True,
+                tokenize=False,
+                **self.chat_template_kwargs,
+            )
+            encoded = plain.encode_batch(list(texts), add_special_tokens=False)  # as TRL does
+        else:
+            encoded = plain.encode_batch(list(prompts), add_special_tokens=True)
+        return [e.ids for e in encoded], None, {}
 
     # -- rewards and advantages ------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

@@ -4,14 +4,17 @@ eg-explore | ceeh | ceeh-ea``; ``stepprune.rl.methods``).
 Owns the stage config, the output directory (checkpoints, final model, ``log_history.jsonl``
 rewritten at every log so a killed run keeps its curve, plots, ``summary.json``,
 ``rl_state.json`` and the model card ``README.md``) and resuming. Everything TRL owns stays in
-``grpo_args``, passed to ``trl.GRPOConfig`` over the method's defaults; ``lora`` goes to
+``grpo_args``, passed to ``trl.GRPOConfig`` over the method's defaults (numbers PyYAML left
+strings, ``1e-5``, converted: ``config.coerce_numbers``); ``lora`` goes to
 ``peft.LoraConfig`` (an unknown key in either is a ``ValueError`` naming it). Rollouts use vLLM
 when ``grpo_args`` says ``use_vllm`` (colocate or server mode), else transformers.
 
 ``out`` is never cleared without ``overwrite``. ``resume`` continues from the newest checkpoint
 in ``out``, starts from the model when ``out`` is empty or missing, and refuses an ``out`` that
 holds files but no checkpoint (an old run's logs and card would be mixed with the new run's),
-except a lone ``log_history.jsonl``: a run killed before its first checkpoint starts again.
+except what a run writes before its first checkpoint (``log_history.jsonl`` and the record
+``stepprune_config.json``): a run killed before its first checkpoint starts again. A resumed run
+must keep its method, rewards and extension options (``rl.record``).
 A sequence (``--method eg``) runs its stages into ``out/<stage>`` (``rl.sequence``).
 """
 
@@ -57,9 +60,13 @@ class GRPOStageConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from trl import GRPOConfig
+
+        from stepprune.config import coerce_numbers
         from stepprune.rl.methods import SEQUENCES, check_method
 
         check_method(self.method)
+        self.grpo_args = coerce_numbers(GRPOConfig, self.grpo_args, "grpo_args")
         if self.method in SEQUENCES:
             order = self.order or list(SEQUENCES[self.method])
             if sorted(order) != sorted(SEQUENCES[self.method]):
@@ -118,11 +125,16 @@ def _has_gpu() -> bool:
 def _prepare_out(cfg: GRPOStageConfig) -> str | None:
     """The checkpoint to resume from, if any; clears ``out`` when asked to overwrite it (rules in
     the module docstring)."""
+    from stepprune.rl.record import check_resume
+
     out = Path(cfg.out)
     if isinstance(cfg.resume, str) and cfg.resume:
         if not Path(cfg.resume).is_dir():
             raise FileNotFoundError(f"resume: checkpoint {cfg.resume!r} not found")
+        check_resume(Path(cfg.resume).parent, effective_config(cfg))
         return cfg.resume
+    if cfg.resume:
+        check_resume(out, effective_config(cfg))
     from stepprune.train.checkpoints import last_complete_checkpoint
 
     checkpoint = last_complete_checkpoint(out) if cfg.resume and out.is_dir() else None
@@ -130,7 +142,8 @@ def _prepare_out(cfg: GRPOStageConfig) -> str | None:
         return checkpoint
     if cfg.resume and out.is_dir() and _only_early_logs(out):
         # Killed before its first checkpoint: nothing to continue, and the log is of no run.
-        (out / "log_history.jsonl").unlink()
+        for path in out.iterdir():
+            path.unlink()
     if out.is_dir() and any(out.iterdir()):
         if cfg.resume and not cfg.overwrite:
             raise FileExistsError(
@@ -147,7 +160,23 @@ def _prepare_out(cfg: GRPOStageConfig) -> str | None:
 
 def _only_early_logs(out: Path) -> bool:
     """Does ``out`` hold only what a run writes before its first checkpoint?"""
-    return [p.name for p in out.iterdir()] == ["log_history.jsonl"]
+    from stepprune.rl.record import CONFIG_FILE
+
+    names = {p.name for p in out.iterdir()}
+    early = {"log_history.jsonl", CONFIG_FILE}
+    return bool(names) and names <= early and all((out / n).is_file() for n in names)
+
+
+def effective_config(cfg: GRPOStageConfig) -> dict:
+    """The stage config as run: the method's rewards and ``grpo_args`` defaults filled in."""
+    return dataclasses.asdict(_effective(cfg))
+
+
+def _effective(cfg: GRPOStageConfig) -> GRPOStageConfig:
+    from stepprune.rl.methods import method_grpo_args
+
+    grpo_args = method_grpo_args(cfg.method, cfg.grpo_args)
+    return dataclasses.replace(cfg, reward_funcs=reward_names(cfg), grpo_args=grpo_args)
 
 
 def run(cfg: GRPOStageConfig) -> dict:
@@ -162,6 +191,7 @@ def run(cfg: GRPOStageConfig) -> dict:
 
 def run_single(cfg: GRPOStageConfig) -> dict:
     """One method's GRPO run into ``cfg.out``; every input is checked before ``out`` changes."""
+    from stepprune.rl.record import write_record
     from stepprune.rl.trainer import RLTrainer
     from stepprune.shards import check_apart
     from stepprune.stages.sft import lora_config
@@ -191,6 +221,8 @@ def run_single(cfg: GRPOStageConfig) -> dict:
     # Only now, with every input checked, may an old output be replaced.
     with args.main_process_first(local=False, desc="grpo output directory"):
         checkpoint = _prepare_out(cfg)
+    if args.process_index == 0:  # after every process has prepared out: none deletes it
+        write_record(Path(cfg.out), effective_config(cfg))
     trainer = RLTrainer(
         model=model,
         reward_funcs=rewards,
@@ -299,7 +331,7 @@ def _save_merged(trainer, path: Path) -> None:
 
 
 def _write_outputs(cfg, args, trainer, summary, n_problems) -> None:
-    from stepprune.rl.methods import method_grpo_args
+    from stepprune.rl.record import write_record
     from stepprune.rl.report import model_card, write_plots
     from stepprune.train.checkpoints import write_log_history
 
@@ -307,11 +339,8 @@ def _write_outputs(cfg, args, trainer, summary, n_problems) -> None:
     history = trainer.state.log_history
     write_log_history(out, history)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    grpo_args = method_grpo_args(cfg.method, cfg.grpo_args)
-    effective = dataclasses.replace(cfg, reward_funcs=reward_names(cfg), grpo_args=grpo_args)
-    (out / "stepprune_config.json").write_text(
-        json.dumps(dataclasses.asdict(effective), indent=1, default=str)
-    )
+    effective = _effective(cfg)
+    write_record(out, dataclasses.asdict(effective))
     if trainer.extensions:
         (out / "rl_state.json").write_text(json.dumps(trainer.rl_state()))
     write_plots(cfg.method, history, out)

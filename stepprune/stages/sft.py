@@ -2,7 +2,8 @@
 
 TRL's ``SFTTrainer`` on prompt/completion rows (loss on the completion only, see
 ``stepprune.train.sft_data``), full fine-tuning or PEFT LoRA. ``sft_args`` is handed to
-``trl.SFTConfig`` untouched and ``lora`` to ``peft.LoraConfig`` (an unknown key in either is a
+``trl.SFTConfig`` (a number PyYAML left a string, ``1e-5``, converted: ``config.coerce_numbers``)
+and ``lora`` to ``peft.LoraConfig`` (an unknown key in either is a
 ``ValueError`` naming it). The stage owns ``output_dir`` (``out``) and ``seed`` (``seed``):
 ``sft_args`` may not set them, as in the grpo stage. ``max_length`` defaults to ``max_tokens``
 (TRL's own default, 1024, would silently cut long rows).
@@ -52,6 +53,11 @@ class SFTStageConfig:
         for key, owner in (("output_dir", "out"), ("seed", "seed")):
             if key in self.sft_args:
                 raise ValueError(f"sft_args.{key}: set the stage's `{owner}` instead")
+        from trl import SFTConfig
+
+        from stepprune.config import coerce_numbers
+
+        self.sft_args = coerce_numbers(SFTConfig, self.sft_args, "sft_args")
 
 
 def run(cfg: SFTStageConfig) -> dict:

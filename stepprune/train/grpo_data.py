@@ -4,7 +4,8 @@ A source is a built-in set name, a problem file or ``hub:`` id (``stepprune.data
 shards (a directory, or a Parquet file whose schema metadata says ``pruned``). Pruned shards can
 hold several samples of one problem; each problem is kept once, in first-seen order. ``limit``
 keeps the first N problems, then ``sample`` draws N of them at random with ``seed`` (the
-authors sampled 10k problems).
+authors sampled 10k problems); a ``sample`` above the problems there are keeps them all, with a
+warning naming both numbers.
 
 Prompts are conversational (``[{"role": "user", "content": template.format(problem=...)}]``,
 plus an optional system message) and TRL applies the model's chat template. Rendering them
@@ -76,6 +77,14 @@ def training_problems(
         problems = load_problems(source, data_dir=data_dir, limit=limit, id_field=id_field)
     if sample is not None and sample < len(problems):
         problems = random.Random(seed).sample(problems, sample)
+    elif sample is not None and sample > len(problems):
+        log.warning(
+            "sample %d asks for more problems than %s holds (%d): training on all %d",
+            sample,
+            source,
+            len(problems),
+            len(problems),
+        )
     if not problems:
         raise ValueError(f"no training problems in {source!r}")
     log.info("%d training problems from %s", len(problems), source)

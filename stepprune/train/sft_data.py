@@ -9,9 +9,13 @@ once, either way). That choice is made only among rows whose unpruned sequence f
 ``max_tokens`` too, so the limit holds for the text actually trained on and the count stays
 exact; if fewer rows fit than the fraction asks for, that is an error, not a smaller mix.
 
-The dataset is TRL's non-conversational prompt-completion format: ``prompt`` is the rendered
-chat prompt and ``completion`` the assistant's text, so TRL masks the prompt out of the loss
-and appends the tokenizer's EOS to each completion. TRL tokenizes the prompt with the
+Rows are tokenized here, not by TRL: ``input_ids`` are the prompt's ids, then the completion's,
+then one EOS (unless the completion ends with it), and ``completion_mask`` marks the completion,
+so TRL trains on the completion only (``prompt`` and ``completion`` stay as text for reading).
+The prompt is encoded as the model reads it at inference, from its own ids on: a problem that
+quotes "[SKIP]" keeps it as text (``skip_token.plain_text_encoder``), while the [SKIP]s of the
+completion are the token. Splitting at the prompt's end is also what generation does, where
+TRL's joint tokenization of prompt + completion can merge tokens across it. The prompt gets the
 tokenizer's default special tokens, so a tokenizer that prepends BOS by itself (DeepSeek-R1
 distills) would see BOS twice; the rendered prompt's own leading BOS text is removed then.
 """
@@ -22,6 +26,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from stepprune.cot.steps import SKIP_TOKEN
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +116,22 @@ def unpruned_completion(row: dict) -> str:
 
 
 def mix_unpruned(
-    rows: list[dict], lengths: list[int], cfg, tokenizer, report: DataReport
-) -> list[int]:
+    rows: list[dict], encoded: list, cfg, tokenizer, plain, report: DataReport
+) -> list[tuple[list[int], int]]:
     """Switch exactly round(fraction x len(rows)) seeded rows to their unpruned thinking, in
-    place, choosing only among rows whose unpruned sequence fits ``max_tokens``; the new
-    training lengths of all rows."""
+    place, choosing only among rows whose unpruned sequence fits ``max_tokens``; every row's
+    (ids, prompt length) as trained on."""
     import numpy as np
 
     n = round(cfg.unpruned_fraction * len(rows))
     if n == 0:
-        return lengths
+        return encoded
     unpruned = [{**r, "completion": unpruned_completion(r)} for r in rows]
-    unpruned_lengths = sequence_lengths(unpruned, tokenizer)
+    unpruned_encoded = encode_rows(unpruned, tokenizer, plain)
     fits = [
-        i for i, k in enumerate(unpruned_lengths) if cfg.max_tokens is None or k <= cfg.max_tokens
+        i
+        for i, (ids, _) in enumerate(unpruned_encoded)
+        if cfg.max_tokens is None or len(ids) <= cfg.max_tokens
     ]
     if len(fits) < n:
         raise ValueError(
@@ -131,11 +139,11 @@ def mix_unpruned(
             f"their unpruned thinking, but only {len(fits)} fit max_tokens {cfg.max_tokens} "
             f"that way: lower unpruned_fraction or raise max_tokens ({_counts(report)})"
         )
-    lengths = list(lengths)
+    encoded = list(encoded)
     for i in map(int, np.random.default_rng(cfg.seed).choice(fits, size=n, replace=False)):
         rows[i]["completion"], rows[i]["unpruned"] = unpruned[i]["completion"], True
-        lengths[i] = unpruned_lengths[i]
-    return lengths
+        encoded[i] = unpruned_encoded[i]
+    return encoded
 
 
 def added_bos(tokenizer) -> str:
@@ -145,16 +153,23 @@ def added_bos(tokenizer) -> str:
     return bos if adds else ""
 
 
-def sequence_lengths(rows: list[dict], tokenizer, batch: int = 512) -> list[int]:
-    """Training tokens of each row as TRL builds them: prompt + completion, then one EOS."""
+def encode_rows(rows: list[dict], tokenizer, plain=None, batch: int = 512) -> list:
+    """(training ids, prompt length) of each row: the prompt (through ``plain`` when given, so
+    a quoted "[SKIP]" stays text), the completion, then one EOS (module docstring)."""
     eos = tokenizer.eos_token or ""
     out = []
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
-        ids = tokenizer([r["prompt"] + r["completion"] for r in chunk])["input_ids"]
-        out.extend(
-            len(x) + (not r["completion"].endswith(eos)) for x, r in zip(ids, chunk, strict=True)
-        )
+        prompts = [r["prompt"] for r in chunk]
+        if plain is not None:
+            prompt_ids = [e.ids for e in plain.encode_batch(prompts, add_special_tokens=True)]
+        else:
+            prompt_ids = tokenizer(prompts)["input_ids"]
+        completions = [r["completion"] for r in chunk]
+        completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+        for p, c, text in zip(prompt_ids, completion_ids, completions, strict=True):
+            tail = [tokenizer.eos_token_id] if eos and not text.endswith(eos) else []
+            out.append(([*p, *c, *tail], len(p)))
     return out
 
 
@@ -164,26 +179,48 @@ def build_dataset(files: list[Path], cfg, tokenizer):
 
     report = DataReport()
     rows = read_rows(files, cfg, report)
+    from stepprune.train.skip_token import plain_text_encoder
+
     bos = added_bos(tokenizer)
     for r in rows:
         r["prompt"] = r["prompt"].removeprefix(bos) if bos else r["prompt"]
-    lengths = sequence_lengths(rows, tokenizer)
+    plain = plain_text_encoder(tokenizer)
+    encoded = encode_rows(rows, tokenizer, plain)
     if cfg.max_tokens is not None:
-        kept = [(r, n) for r, n in zip(rows, lengths, strict=True) if n <= cfg.max_tokens]
+        kept = [(r, e) for r, e in zip(rows, encoded, strict=True) if len(e[0]) <= cfg.max_tokens]
         report.dropped_long = len(rows) - len(kept)
-        rows, lengths = [r for r, _ in kept], [n for _, n in kept]
+        rows, encoded = [r for r, _ in kept], [e for _, e in kept]
     if not rows:
         raise ValueError(f"no training rows left after filtering: {_counts(report)}")
     report.rows = len(rows)
-    lengths = mix_unpruned(rows, lengths, cfg, tokenizer, report)
+    encoded = mix_unpruned(rows, encoded, cfg, tokenizer, plain, report)
     report.unpruned = sum(1 for r in rows if r.get("unpruned"))
-    report.max_sequence_tokens = max(lengths)
+    report.max_sequence_tokens = max(len(ids) for ids, _ in encoded)
     groups = Counter(f"kappa={r['kappa']:.3g} strategy={r['strategy']}" for r in rows)
     report.kappa_strategy = dict(sorted(groups.items()))
     report.models = sorted({r["model"] for r in rows})
     data = {"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]}
+    data["input_ids"] = [ids for ids, _ in encoded]
+    data["completion_mask"] = [[0] * n + [1] * (len(ids) - n) for ids, n in encoded]
+    _log_quoted_skips(rows, tokenizer, plain)
     log.info("SFT data: %s", _counts(report))
     return Dataset.from_dict(data), report
+
+
+def _log_quoted_skips(rows: list[dict], tokenizer, plain) -> None:
+    quoted = sum(SKIP_TOKEN in r["prompt"] for r in rows)
+    if not quoted:
+        return
+    if plain is not None:
+        log.info(
+            "%d prompts quote %s: encoded as text, as the base model read it", quoted, SKIP_TOKEN
+        )
+    elif SKIP_TOKEN in tokenizer.get_vocab():
+        log.warning(
+            "%d prompts quote %s, which this tokenizer (no Rust backend) encodes as the token",
+            quoted,
+            SKIP_TOKEN,
+        )
 
 
 def _counts(report: DataReport) -> str:

@@ -3,7 +3,8 @@
 This module owns everything that makes a base model able to read and write ``[SKIP]`` as one
 token: adding it to the tokenizer as an extra special token (never split, kept when decoding
 with ``skip_special_tokens=False``), growing the embedding matrix to a multiple of 64, setting
-the new rows, naming the rows LoRA must train, and checking a saved model.
+the new rows, naming the rows LoRA must train, checking a saved model, and encoding a prompt
+whose problem quotes "[SKIP]" as text (``plain_text_encoder``).
 
 Why a multiple of 64: an embedding with an odd row count (49153 for SmolLM2 plus one token) is
 padded differently by different libraries; TRL and vLLM issues report broken training and
@@ -55,6 +56,35 @@ def skip_token_id(tokenizer) -> int:
     if token_id is None or token_id == tokenizer.unk_token_id or ids.count(token_id) != 1:
         raise ValueError(f"the tokenizer does not encode {SKIP_TOKEN} as a single token")
     return token_id
+
+
+def plain_text_encoder(tokenizer):
+    """A ``tokenizers.Tokenizer``: ``tokenizer``'s Rust backend with ``[SKIP]`` removed from its
+    added tokens, or None when it has no added ``[SKIP]`` (or no Rust backend).
+
+    A problem that quotes "[SKIP]" must reach the model as the base model read it, as text;
+    ``tokenizer`` itself would encode it as the token that marks a skipped step. The [SKIP]
+    token sits outside the backend's vocabulary, so without it every other id is unchanged and
+    a prompt encodes exactly as the base tokenizer encodes it (the chat template's own special
+    tokens stay special). Padding and truncation are off: callers encode whole prompts.
+    """
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    data = json.loads(backend.to_str())
+    added = data.get("added_tokens") or []
+    kept = [t for t in added if t["content"] != SKIP_TOKEN]
+    if len(kept) == len(added):
+        return None
+    from tokenizers import Tokenizer
+
+    data["added_tokens"] = kept
+    encoder = Tokenizer.from_str(json.dumps(data))
+    encoder.no_padding()
+    encoder.no_truncation()
+    return encoder
 
 
 def add_skip_token(tokenizer) -> SkipToken:
