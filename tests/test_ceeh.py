@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from conftest import TINY_ARGS, biased_copy
+from killhook import killed_after
 from test_rl_layer import SGD, FixedReward, train_one_step
 
 from stepprune.rl.ceeh import (
@@ -248,15 +247,8 @@ def test_state_is_saved_with_checkpoints_and_goes_on_exactly_after_a_kill(tiny_m
     whole = subprocess.run(_cli(model, problems, tmp_path / "whole"), env=env, capture_output=True)
     assert whole.returncode == 0, whole.stderr.decode()[-3000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _cli(model, problems, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 240
-    while not (out / "checkpoint-1" / "trainer_state.json").exists():  # a complete checkpoint
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_after(out / "checkpoint-1", _cli(model, problems, out), env, tmp_path / "stderr.log")
+    assert not (out / "checkpoint-2").exists()
     resumed = subprocess.run(_cli(model, problems, out, "--resume"), env=env, capture_output=True)
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
     assert "resume from " in resumed.stderr.decode() and "checkpoint-" in resumed.stderr.decode()

@@ -7,14 +7,13 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import TINY_ARGS, biased_copy
+from killhook import killed_after
 
 from stepprune.rl.eg import CompressReward, LengthDecayReward, length_shape
 from stepprune.rl.registry import build_rewards
@@ -189,18 +188,6 @@ def _cli(model: Path, problems: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def _kill_when(proc, path: Path, deadline_s: float = 240) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not path.exists():
-        if proc.poll() is not None:
-            stderr = (path.parents[3] / "stderr.log").read_text()[-3000:]
-            raise AssertionError(f"the run ended ({proc.returncode}) before the kill:\n{stderr}")
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.mark.slow
 def test_both_stages_chain_and_resume_after_a_kill_in_each(tiny_model_dir, tmp_path):
     """Every run passes --overwrite, as a recipe with ``overwrite: true`` does, and the reruns
@@ -213,12 +200,14 @@ def test_both_stages_chain_and_resume_after_a_kill_in_each(tiny_model_dir, tmp_p
     out = tmp_path / "eg"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "stderr.log"  # read back when a run dies early
-    quiet = dict(env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-    proc = subprocess.Popen(_cli(model, problems, out, "--overwrite"), **quiet)
-    _kill_when(proc, out / "eg-compress" / "checkpoint-1" / "trainer_state.json")
+    killed_after(
+        out / "eg-compress" / "checkpoint-1", _cli(model, problems, out, "--overwrite"), env, log
+    )
     assert not (out / "eg-compress" / "summary.json").exists()
-    proc = subprocess.Popen(_cli(model, problems, out, "--overwrite", "--resume"), **quiet)
-    _kill_when(proc, out / "eg-explore" / "checkpoint-1" / "trainer_state.json")
+    assert not (out / "eg-compress" / "checkpoint-2").exists()
+    resume = _cli(model, problems, out, "--overwrite", "--resume")
+    killed_after(out / "eg-explore" / "checkpoint-1", resume, env, log)
+    assert not (out / "eg-explore" / "checkpoint-2").exists()
     compress_done = json.loads((out / "eg-compress" / "summary.json").read_text())
     assert compress_done["resumed_from"].endswith("checkpoint-1")
     compress_files = {

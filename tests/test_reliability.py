@@ -20,6 +20,9 @@ from stepprune.schema import EVAL_RESULTS, GENERATIONS
 from stepprune.shards import read_table
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+# Rows of the signal tests: enough that a signal sent once 4 are buffered lands before the last
+# one is done even on a fast machine (CI's finished 40-row score runs before its signal arrived).
+N_GEN = 160
 
 
 def problems(path: Path, n: int, prefix: str) -> Path:
@@ -37,6 +40,12 @@ def generate_cmd(model, problem_file, out, *extra) -> list[str]:
         *("--id-field", "id", "--model", str(model), "--out", str(out), "--max-new-tokens", "24"),
         *("--batch-size", "2", "--dtype", "float32", "--set", "flush_seconds=3600", *extra),
     ]
+
+
+def default_sigint() -> None:
+    """A pytest started in the background ignores SIGINT, and its children inherit that: Python
+    then never raises KeyboardInterrupt, and a Ctrl-C test would see the run finish instead."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def keys(out: Path) -> list[tuple]:
@@ -139,9 +148,12 @@ def test_a_second_generate_into_the_same_out_refuses_before_writing(tiny_model_d
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_generate_saves_its_buffer_on_sigterm_and_ctrl_c(tiny_model_dir, tmp_path, sig, code):
     out = tmp_path / "gen"
-    cmd = generate_cmd(tiny_model_dir, problems(tmp_path / "p.jsonl", 30, "q"), out)
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_for(proc, r"generate:\s+\d+%\|[^|]*\|\s+(?:[4-9]|[12]\d)/30")  # >= 4 rows buffered
+    # N_GEN rows, so that the signal always lands before the work is done, on any machine
+    cmd = generate_cmd(tiny_model_dir, problems(tmp_path / "p.jsonl", N_GEN, "q"), out)
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint
+    )
+    wait_for(proc, rf"generate:\s+\d+%\|[^|]*\|\s+(?:[4-9]|\d\d+)/{N_GEN}")  # >= 4 buffered
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == code
     os.set_blocking(proc.stderr.fileno(), True)
@@ -149,17 +161,17 @@ def test_generate_saves_its_buffer_on_sigterm_and_ctrl_c(tiny_model_dir, tmp_pat
     stopped = re.search(r"error: stopped by (SIG\w+): (\d+) new rows saved", message)
     assert stopped and stopped.group(1) == sig.name, message[-2000:]
     saved = int(stopped.group(2))
-    assert 4 <= saved < 30 and len(keys(out)) == saved  # flush_seconds=3600: all from the buffer
+    assert 4 <= saved < N_GEN and len(keys(out)) == saved  # flush_seconds=3600: from the buffer
     assert no_temp_files(out)
     assert subprocess.run(cmd, env=ENV, capture_output=True).returncode == 0
     got = keys(out)
-    assert sorted(got) == sorted((f"q{i}", 0) for i in range(30)) and len(set(got)) == 30
+    assert sorted(got) == sorted((f"q{i}", 0) for i in range(N_GEN)) and len(set(got)) == N_GEN
 
 
 def test_score_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
     gen = tmp_path / "gen"
     made = subprocess.run(
-        generate_cmd(tiny_model_dir, problems(tmp_path / "p.jsonl", 40, "q"), gen), env=ENV
+        generate_cmd(tiny_model_dir, problems(tmp_path / "p.jsonl", N_GEN, "q"), gen), env=ENV
     )
     assert made.returncode == 0
     out = tmp_path / "scored"
@@ -168,10 +180,10 @@ def test_score_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
         *("--model", str(tiny_model_dir), "--set", "group_rows=2", "--set", "flush_seconds=3600"),
     ]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_for(proc, r"rescore: (?:[4-9]|[1-3]\d)cot")
+    wait_for(proc, r"rescore: (?:[4-9]|\d\d+)cot")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 143
-    assert no_temp_files(out) and 4 <= len(keys(out)) < 40
+    assert no_temp_files(out) and 4 <= len(keys(out)) < N_GEN
     assert subprocess.run(cmd, env=ENV, capture_output=True).returncode == 0
     assert sorted(keys(out)) == sorted(keys(gen))
 
