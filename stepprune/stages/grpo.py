@@ -104,10 +104,23 @@ def grpo_config(cfg: GRPOStageConfig):
     names = reward_names(cfg)
     if weights is not None and len(weights) != len(names):
         raise ValueError(f"{len(weights)} reward_weights for reward_funcs {names}")
+    if args.get("use_vllm"):
+        _check_vllm_installed()
     try:
         return GRPOConfig(output_dir=cfg.out, seed=cfg.seed, reward_weights=weights, **args)
     except TypeError as e:
         raise ValueError(f"grpo_args: {e}") from e
+
+
+def _check_vllm_installed() -> None:
+    """TRL would say so only after the model has loaded."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError(
+            "grpo_args.use_vllm: vLLM is not installed in this environment; run grpo from one "
+            "that has it (bash .ci/setup-vllm makes .venv-vllm) or drop use_vllm"
+        )
 
 
 def reward_names(cfg: GRPOStageConfig) -> list[str]:
