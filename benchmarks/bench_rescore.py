@@ -45,8 +45,9 @@ def main() -> None:
     from stepprune.backends.vllm import VLLMBackend
     from stepprune.cot.trajectory import RunInfo
     from stepprune.data.load import load_problems
+    from stepprune.data.prompts import render_prompt
     from stepprune.models import resolve_model
-    from stepprune.stages.generate import GenerateConfig, render_prompt
+    from stepprune.stages.generate import GenerateConfig
 
     model = resolve_model("qwen2.5-coder-0.5b-instruct")
     engine = {"enforce_eager": True, "max_model_len": 2048, "max_num_batched_tokens": 16384}

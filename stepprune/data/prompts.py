@@ -4,6 +4,11 @@ same everywhere; a bad template is a ValueError naming the option, raised before
 
 from __future__ import annotations
 
+DEFAULT_PROMPT = (
+    "{problem}\n\nPlease reason step by step, separating the steps with blank lines, "
+    "and put your final answer within \\boxed{{}}."
+)
+
 
 def chat_prompt(problem: str, template: str, system_prompt: str | None = None) -> list[dict]:
     try:
@@ -21,3 +26,9 @@ def chat_prompt(problem: str, template: str, system_prompt: str | None = None) -
 
 def check_template(template: str) -> None:
     chat_prompt("", template)
+
+
+def render_prompt(tokenizer, cfg, problem_text: str) -> tuple[str, list[int]]:
+    messages = chat_prompt(problem_text, cfg.prompt_template, cfg.system_prompt)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return text, tokenizer(text, add_special_tokens=False)["input_ids"]

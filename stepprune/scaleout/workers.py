@@ -31,7 +31,7 @@ class GenerateWorker:
         return ray.data.from_items(units, override_num_blocks=len(units))
 
     def setup(self) -> None:
-        from stepprune.stages.generate import open_engine
+        from stepprune.generation.engine import open_engine
 
         self.backend, self.info = open_engine(self.cfg, self.model_path)
 
@@ -44,7 +44,7 @@ class GenerateWorker:
         return problem.id, sample
 
     def __call__(self, items: list):
-        from stepprune.stages.generate import generate_batch
+        from stepprune.generation.engine import generate_batch
 
         if items:
             yield from generate_batch(self.cfg, self.backend, items, self.info)
@@ -67,7 +67,7 @@ class ScoreWorker:
 
     def setup(self) -> None:
         from stepprune.backends.rescore import Rescorer
-        from stepprune.stages.score import _check_dtype
+        from stepprune.generation.rescoring import _check_dtype
 
         cfg = self.cfg
         self.rescorer = Rescorer(
@@ -85,7 +85,7 @@ class ScoreWorker:
         return row["problem_id"], row["sample_index"]
 
     def __call__(self, rows: list[dict]):
-        from stepprune.stages.score import _groups, rescore_group
+        from stepprune.generation.rescoring import _groups, rescore_group
 
         for group in _groups(rows, set(), size=self.cfg.group_rows):
             yield rescore_group(group, self.rescorer, self.label)

@@ -19,8 +19,8 @@ import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from stepprune.generation.sampling import SamplingOptions
 from stepprune.scaleout.options import ExecutorOptions
-from stepprune.stages.generate import SamplingOptions
 
 log = logging.getLogger(__name__)
 

@@ -10,45 +10,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from stepprune.cot.steps import DEFAULT_STEP_PATTERN
+from stepprune.generation.engine import generate_batch, open_engine
+from stepprune.generation.sampling import RESUME_KEYS, SamplingOptions
 from stepprune.scaleout.options import ExecutorOptions
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PROMPT = (
-    "{problem}\n\nPlease reason step by step, separating the steps with blank lines, "
-    "and put your final answer within \\boxed{{}}."
-)
-
-
-@dataclass
-class SamplingOptions:
-    """How completions are sampled: shared by generate and bench (which runs generate)."""
-
-    backend: str = "hf"  # hf | vllm
-    n_samples: int = 1
-    greedy: bool = False
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 1024
-    seed: int = 0
-    batch_size: int = 8
-    dtype: str = "auto"
-    prompt_template: str = DEFAULT_PROMPT
-    system_prompt: str | None = None
-    sampling_kwargs: dict = field(default_factory=dict)  # passed to GenerationConfig/SamplingParams
-    engine_kwargs: dict = field(default_factory=dict)  # passed to from_pretrained / vllm.LLM
-
-    def __post_init__(self) -> None:
-        if self.n_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("n_samples, batch_size and max_new_tokens must be >= 1")
-        check_sampling(self.greedy, self.temperature, self.top_p)
-        from stepprune.data.prompts import check_template
-
-        check_template(self.prompt_template)
 
 
 @dataclass
@@ -89,39 +59,10 @@ class GenerateConfig(SamplingOptions, ExecutorOptions):
             raise ValueError(msg) from e
 
 
-def check_sampling(greedy: bool, temperature: float, top_p: float) -> None:
-    """Sampling values an engine would refuse only after loading the model."""
-    if not greedy and not temperature > 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature} (or --greedy)")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-
-
-def render_prompt(tokenizer, cfg: GenerateConfig, problem_text: str) -> tuple[str, list[int]]:
-    from stepprune.data.prompts import chat_prompt
-
-    messages = chat_prompt(problem_text, cfg.prompt_template, cfg.system_prompt)
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return text, tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
 def pending_items(cfg: GenerateConfig, problems, done: set[tuple]) -> list[tuple]:
     """(problem, sample_index) pairs of this shard that the output does not hold yet."""
     mine = [p for i, p in enumerate(problems) if i % cfg.num_shards == cfg.shard_index]
     return [(p, s) for p in mine for s in range(cfg.n_samples) if (p.id, s) not in done]
-
-
-def sampling_spec(cfg: GenerateConfig, batch_seed: int):
-    from stepprune.backends import SamplingSpec
-
-    return SamplingSpec(
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens,
-        greedy=cfg.greedy,
-        seed=batch_seed,
-        extra=dict(cfg.sampling_kwargs),
-    )
 
 
 def run(cfg: GenerateConfig) -> dict:
@@ -185,10 +126,10 @@ def _rescore_staged(cfg: GenerateConfig, staging: Path, backend) -> float:
     import shutil
 
     from stepprune.backends.rescore import Rescorer
+    from stepprune.generation.rescoring import rescore_rows
     from stepprune.models import model_label, resolve_model
     from stepprune.schema import GENERATIONS
     from stepprune.shards import iter_batches
-    from stepprune.stages.score import rescore_rows
 
     dtype = cfg.rescore_dtype
     if dtype == "auto":  # the engine's resolved dtype, recorded in every staged row
@@ -216,24 +157,6 @@ def _staged_engine_dtype(staging: Path) -> str:
     first = next(pq.ParquetFile(shard_files(staging)[0]).iter_batches(1, columns=["sampling"]))
     record = json.loads(first.to_pylist()[0]["sampling"])
     return record.get("engine_dtype") or record.get("dtype", "auto")
-
-
-def open_engine(cfg: GenerateConfig, model_path: str) -> tuple:
-    """The backend for ``cfg`` and the run record every row carries."""
-    from stepprune.backends import load_backend
-    from stepprune.cot.trajectory import RunInfo, package_versions
-    from stepprune.models import model_label
-
-    backend = load_backend(cfg.backend, model_path, dtype=cfg.dtype, **cfg.engine_kwargs)
-    info = RunInfo(
-        model=model_label(cfg.model),
-        backend=cfg.backend,
-        sampling=_sampling_record(cfg, backend),
-        step_pattern=cfg.step_pattern,
-        versions=package_versions("vllm" if cfg.backend == "vllm" else "accelerate"),
-        grade_timeout=cfg.grade_timeout,
-    )
-    return backend, info
 
 
 def _generate_items(cfg: GenerateConfig, items: list, out) -> tuple:
@@ -269,12 +192,6 @@ def _generate_items(cfg: GenerateConfig, items: list, out) -> tuple:
     return backend, time.monotonic() - started
 
 
-# Settings that change what a row holds: a resumed run must match the rows already written.
-# n_samples may grow (more samples per problem), and batch_size only groups the work.
-RESUME_KEYS = ("greedy", "temperature", "top_p", "max_new_tokens", "seed", "dtype")
-RESUME_KEYS += ("sampling_kwargs", "prompt_template", "system_prompt", "rescore")
-
-
 def _check_resume(cfg: GenerateConfig) -> None:
     """Refuse to add rows to ``out`` made with other settings (its first row tells which)."""
     import json
@@ -305,41 +222,3 @@ def _check_resume(cfg: GenerateConfig) -> None:
             f"{cfg.out}: holds generations made with other settings ({'; '.join(diff)}); "
             "resume with the same settings or use another --out"
         )
-
-
-def _sampling_record(cfg: GenerateConfig, backend) -> dict:
-    record = {k: getattr(cfg, k) for k in (*RESUME_KEYS, "n_samples", "batch_size")}
-    record.update(getattr(backend, "provenance", dict)())
-    return record
-
-
-def generate_batch(cfg, backend, batch, info):
-    """Yield the batch's rows as they are ready: one at a time from a streaming backend (vLLM,
-    whose batch can be a whole set), all at once from the others."""
-    from stepprune.cot.trajectory import build_row
-
-    prompts = [render_prompt(backend.tokenizer, cfg, p.problem) for p, _ in batch]
-    # The batch seed depends only on the first item, so a resumed run samples its batches the
-    # same way a fresh run with the same batch composition would.
-    first_problem, first_sample = batch[0]
-    seed = cfg.seed * 1_000_003 + abs(hash_id(first_problem.id)) % 1_000_003 + first_sample
-    spec = sampling_spec(cfg, seed)
-
-    def row(i, comp):
-        (problem, sample), (text, ids) = batch[i], prompts[i]
-        return build_row(
-            problem, sample, text, ids, comp, backend.tokenizer, backend.stop_ids, info, seed
-        )
-
-    token_ids = [ids for _, ids in prompts]
-    if hasattr(backend, "generate_stream"):
-        for i, comp in backend.generate_stream(token_ids, spec):
-            yield [row(i, comp)]
-    else:
-        yield [row(i, c) for i, c in enumerate(backend.generate(token_ids, spec))]
-
-
-def hash_id(text: str) -> int:
-    import zlib
-
-    return zlib.crc32(text.encode())

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stepprune.stages.generate import DEFAULT_PROMPT
+from stepprune.data.prompts import DEFAULT_PROMPT
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,64 @@
+"""The generation engine of a run: ``open_engine`` (the backend and the run record every row
+carries) and ``generate_batch`` (a batch of (problem, sample) items -> generations rows, streamed
+as they finish). Used by the generate stage, bench (through generate) and the Ray workers."""
+
+from __future__ import annotations
+
+from stepprune.data.prompts import render_prompt
+from stepprune.generation.sampling import RESUME_KEYS, sampling_spec
+
+
+def open_engine(cfg, model_path: str) -> tuple:
+    """The backend for ``cfg`` and the run record every row carries."""
+    from stepprune.backends import load_backend
+    from stepprune.cot.trajectory import RunInfo, package_versions
+    from stepprune.models import model_label
+
+    backend = load_backend(cfg.backend, model_path, dtype=cfg.dtype, **cfg.engine_kwargs)
+    info = RunInfo(
+        model=model_label(cfg.model),
+        backend=cfg.backend,
+        sampling=_sampling_record(cfg, backend),
+        step_pattern=cfg.step_pattern,
+        versions=package_versions("vllm" if cfg.backend == "vllm" else "accelerate"),
+        grade_timeout=cfg.grade_timeout,
+    )
+    return backend, info
+
+
+def _sampling_record(cfg, backend) -> dict:
+    record = {k: getattr(cfg, k) for k in (*RESUME_KEYS, "n_samples", "batch_size")}
+    record.update(getattr(backend, "provenance", dict)())
+    return record
+
+
+def generate_batch(cfg, backend, batch, info):
+    """Yield the batch's rows as they are ready: one at a time from a streaming backend (vLLM,
+    whose batch can be a whole set), all at once from the others."""
+    from stepprune.cot.trajectory import build_row
+
+    prompts = [render_prompt(backend.tokenizer, cfg, p.problem) for p, _ in batch]
+    # The batch seed depends only on the first item, so a resumed run samples its batches the
+    # same way a fresh run with the same batch composition would.
+    first_problem, first_sample = batch[0]
+    seed = cfg.seed * 1_000_003 + abs(hash_id(first_problem.id)) % 1_000_003 + first_sample
+    spec = sampling_spec(cfg, seed)
+
+    def row(i, comp):
+        (problem, sample), (text, ids) = batch[i], prompts[i]
+        return build_row(
+            problem, sample, text, ids, comp, backend.tokenizer, backend.stop_ids, info, seed
+        )
+
+    token_ids = [ids for _, ids in prompts]
+    if hasattr(backend, "generate_stream"):
+        for i, comp in backend.generate_stream(token_ids, spec):
+            yield [row(i, comp)]
+    else:
+        yield [row(i, c) for i, c in enumerate(backend.generate(token_ids, spec))]
+
+
+def hash_id(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode())
