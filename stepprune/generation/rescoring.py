@@ -40,7 +40,7 @@ def rescore_rows(rows, rescorer, label: str, cfg, tag: str = "00000") -> float:
     from stepprune.shards import ShardWriter, existing_keys
 
     done = existing_keys(cfg.out, GENERATIONS)
-    _check_dtype(cfg.out, rescorer.dtype_name)
+    check_dtype(cfg.out, rescorer.dtype_name)
     writer = ShardWriter(
         cfg.out,
         GENERATIONS,
@@ -51,7 +51,7 @@ def rescore_rows(rows, rescorer, label: str, cfg, tag: str = "00000") -> float:
     bar = tqdm(unit="cot", desc="rescore", dynamic_ncols=True)
     started, n_tok = time.monotonic(), 0
     with writer:
-        for group in _groups(rows, done, size=getattr(cfg, "group_rows", 256)):
+        for group in row_groups(rows, done, size=getattr(cfg, "group_rows", 256)):
             writer.write(rescore_group(group, rescorer, label, progress=bar))
             writer.maybe_flush()
             n_tok += sum(len(r["prompt_token_ids"]) + len(r["token_ids"]) for r in group)
@@ -67,7 +67,7 @@ def rescore_group(group: list[dict], rescorer, label: str, progress=None) -> lis
     return [_rescored_row(r, e, lp, label, dtype) for r, (e, lp) in zip(group, scored, strict=True)]
 
 
-def _first_row(out) -> dict | None:
+def first_row(out) -> dict | None:
     """The sampling record and model of the first row in ``out``; None when it holds none."""
     import pyarrow.parquet as pq
 
@@ -81,16 +81,16 @@ def _first_row(out) -> dict | None:
     return {**json.loads(row["sampling"]), "model": row["model"]}
 
 
-def _check_dtype(out, dtype: str) -> None:
+def check_dtype(out, dtype: str) -> None:
     """Refuse to add rows rescored in another dtype to ``out`` (one output, one precision)."""
-    old = (_first_row(out) or {}).get("rescore_dtype")
+    old = (first_row(out) or {}).get("rescore_dtype")
     if old is not None and old != dtype:
         raise ValueError(
             f"{out}: holds rows rescored in {old}; resume with --dtype {old} or use another --out"
         )
 
 
-def _groups(rows, done: set, size: int):
+def row_groups(rows, done: set, size: int):
     group = []
     for row in rows:
         if (row["problem_id"], row["sample_index"]) in done:

@@ -67,13 +67,13 @@ class ScoreWorker:
 
     def setup(self) -> None:
         from stepprune.backends.rescore import Rescorer
-        from stepprune.generation.rescoring import _check_dtype
+        from stepprune.generation.rescoring import check_dtype
 
         cfg = self.cfg
         self.rescorer = Rescorer(
             self.model_path, dtype=self.dtype, token_budget=cfg.token_budget, chunk=cfg.chunk
         )
-        _check_dtype(cfg.out, self.rescorer.dtype_name)
+        check_dtype(cfg.out, self.rescorer.dtype_name)
 
     def items(self, batch) -> list[dict]:
         from stepprune.schema import GENERATIONS
@@ -85,9 +85,9 @@ class ScoreWorker:
         return row["problem_id"], row["sample_index"]
 
     def __call__(self, rows: list[dict]):
-        from stepprune.generation.rescoring import _groups, rescore_group
+        from stepprune.generation.rescoring import rescore_group, row_groups
 
-        for group in _groups(rows, set(), size=self.cfg.group_rows):
+        for group in row_groups(rows, set(), size=self.cfg.group_rows):
             yield rescore_group(group, self.rescorer, self.label)
 
 

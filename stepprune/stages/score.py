@@ -16,7 +16,7 @@ from pathlib import Path
 
 from stepprune.cot.steps import DEFAULT_STEP_PATTERN
 from stepprune.data.prompts import DEFAULT_PROMPT
-from stepprune.generation.rescoring import _check_dtype, _first_row, rescore_rows
+from stepprune.generation.rescoring import check_dtype, first_row, rescore_rows
 from stepprune.scaleout.options import ExecutorOptions
 
 log = logging.getLogger(__name__)
@@ -113,14 +113,14 @@ def _check_generations(source: str) -> None:
 def _check_out(out, label: str, dtype: str) -> None:
     """Refuse to add rows to an ``out`` holding rows scored by another model (whose keys would
     count as done: nothing would be scored) or, when ``dtype`` is known, in another dtype."""
-    first = _first_row(out)
+    first = first_row(out)
     if first is None:
         return
     scorer = first.get("rescored_by") or first["model"]
     if scorer != label:
         raise ValueError(f"{out}: holds rows scored by {scorer}, not by {label}; use another --out")
     if dtype != "auto":
-        _check_dtype(out, dtype)
+        check_dtype(out, dtype)
 
 
 def _generation_dtype(source: str) -> str:
