@@ -99,15 +99,10 @@ RESUMABLE = ("generate", "score", "eval", "bench")
 
 
 def _saved_rows(stage: str, out: str) -> int:
-    """Rows a resumable stage has on disk: its shards, staged rows and per-pair subfolders."""
-    from stepprune.shards import count_rows
+    """Rows a resumable stage has on disk, as the stage counts them."""
+    import importlib
 
-    root = Path(out)
-    if stage == "eval":
-        return count_rows(root / "results")
-    if stage == "bench":
-        return sum(count_rows(d) for d in root.glob("generations/*/*"))
-    return count_rows(root) + sum(count_rows(d) for d in root.glob(".rescore-pending-*"))
+    return importlib.import_module(f"stepprune.stages.{stage}").saved_rows(out)
 
 
 @contextlib.contextmanager

@@ -36,15 +36,15 @@ def load_rows(cfg):
     """Every generated row of every (model, benchmark), with its skip count."""
     import polars as pl
 
+    from stepprune.evaluation.bench_layout import benchmark_name, pair_dir
     from stepprune.schema import GENERATIONS
     from stepprune.shards import read_table
-    from stepprune.stages.bench import benchmark_name
 
     frames = []
     for name in cfg.named_models():
         for source in cfg.benchmarks:
             bench = benchmark_name(source)
-            table = read_table(Path(cfg.out) / "generations" / name / bench, GENERATIONS, COLUMNS)
+            table = read_table(pair_dir(cfg.out, name, bench), GENERATIONS, COLUMNS)
             df = pl.from_arrow(table).with_columns(
                 n_skip=pl.col("steps").list.eval(pl.element().struct.field("is_skip")).list.sum(),
                 model=pl.lit(name),
@@ -60,7 +60,9 @@ def ks(n: int) -> list[int]:
 
 
 def _timing(cfg, model: str, bench: str) -> tuple[float, float]:
-    path = Path(cfg.out) / "generations" / model / bench / "timing.json"
+    from stepprune.evaluation.bench_layout import pair_dir
+
+    path = pair_dir(cfg.out, model, bench) / "timing.json"
     if not path.exists():
         return math.nan, math.nan
     t = json.loads(path.read_text())
@@ -165,7 +167,7 @@ def paired_table(rows, cfg):
             row.update({col: float(np.mean(values)), f"{col}_low": low, f"{col}_high": high})
         out.append(row)
     # As the main table reads: models as given, benchmarks as given, the pooled row last.
-    from stepprune.stages.bench import benchmark_name
+    from stepprune.evaluation.bench_layout import benchmark_name
 
     models = list(cfg.named_models())
     benches = [benchmark_name(b) for b in cfg.benchmarks] + ["all"]

@@ -131,3 +131,8 @@ def _ceeh(cls, kwargs: dict, rewards: dict):
     if "correct_value" not in kwargs:
         extension.correct_value = rewards[extension.correctness].correct
     return extension
+
+
+def reward_names(cfg) -> list[str]:
+    """A stage config's rewards: its ``reward_funcs``, else its method's."""
+    return list(cfg.reward_funcs or METHODS[cfg.method].rewards)

@@ -11,6 +11,7 @@ method and stage order at the top; each stage records its own config in its dire
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -92,3 +93,16 @@ def _flat(tree: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def effective_config(cfg) -> dict:
+    """The stage config as run: the method's rewards and ``grpo_args`` defaults filled in."""
+    return dataclasses.asdict(effective_stage(cfg))
+
+
+def effective_stage(cfg):
+    """``cfg`` (a grpo stage config) with the method's rewards and ``grpo_args`` defaults."""
+    from stepprune.rl.methods import method_grpo_args, reward_names
+
+    grpo_args = method_grpo_args(cfg.method, cfg.grpo_args)
+    return dataclasses.replace(cfg, reward_funcs=reward_names(cfg), grpo_args=grpo_args)

@@ -31,9 +31,8 @@ def stage_configs(cfg) -> list:
     """One single-method config per stage, in order (models chained by ``run_sequence``);
     each stage's rewards and extensions are built here, so a bad option fails before any
     stage trains."""
-    from stepprune.rl.methods import SEQUENCES, build_extensions
+    from stepprune.rl.methods import SEQUENCES, build_extensions, reward_names
     from stepprune.rl.registry import build_rewards
-    from stepprune.stages.grpo import reward_names
 
     order = list(cfg.order or SEQUENCES[cfg.method])
     fields = {f.name for f in dataclasses.fields(cfg)}
@@ -98,8 +97,7 @@ def run_sequence(cfg, run_single) -> dict:
 
     from accelerate import PartialState
 
-    from stepprune.rl.record import check_resume, write_record
-    from stepprune.stages.grpo import effective_config
+    from stepprune.rl.record import check_resume, effective_config, write_record
 
     configs = stage_configs(cfg)  # every stage's config is checked before anything runs
     state, out = PartialState(), Path(cfg.out)

@@ -19,6 +19,8 @@ import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from stepprune.evaluation.bench_layout import benchmark_name, pair_dir
+from stepprune.evaluation.bench_layout import saved_rows as saved_rows
 from stepprune.generation.sampling import SamplingOptions
 from stepprune.scaleout.options import ExecutorOptions
 
@@ -76,11 +78,6 @@ class BenchConfig(SamplingOptions, ExecutorOptions):
         return self.base or next(iter(self.named_models()))
 
 
-def benchmark_name(source: str) -> str:
-    """A benchmark's directory name: a built-in set's name, else the file's stem."""
-    return Path(source).stem if Path(source).suffix else source
-
-
 def check_inputs(cfg: BenchConfig) -> dict[str, str]:
     """Every model's tokenizer and every benchmark load (a one-line error otherwise); returns
     name -> resolved model path."""
@@ -135,7 +132,7 @@ def run(cfg: BenchConfig) -> dict:
     check_inputs(cfg)
     for name, model in models.items():
         for source in cfg.benchmarks:
-            out = Path(cfg.out) / "generations" / name / benchmark_name(source)
+            out = pair_dir(cfg.out, name, benchmark_name(source))
             before = _rows_and_tokens(out)
             summary = generate.run(generate_config(cfg, model, source, out))
             if "generation_seconds" in summary:

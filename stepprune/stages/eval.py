@@ -251,3 +251,10 @@ def _answer_batch(batch, backend, spec, cfg: EvalConfig):
         correct=pl.Series(correct, dtype=pl.Boolean),
         created_at=pl.lit(created),
     )
+
+
+def saved_rows(out) -> int:
+    """Results on disk in ``out`` (the CLI reports them after a stop)."""
+    from stepprune.shards import count_rows
+
+    return count_rows(Path(out) / "results")

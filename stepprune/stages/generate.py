@@ -222,3 +222,12 @@ def _check_resume(cfg: GenerateConfig) -> None:
             f"{cfg.out}: holds generations made with other settings ({'; '.join(diff)}); "
             "resume with the same settings or use another --out"
         )
+
+
+def saved_rows(out) -> int:
+    """Rows on disk in ``out``: its shards and rows staged for rescoring (the CLI reports them
+    after a stop)."""
+    from stepprune.shards import count_rows
+
+    root = Path(out)
+    return count_rows(root) + sum(count_rows(d) for d in root.glob(".rescore-pending-*"))

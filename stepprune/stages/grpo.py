@@ -87,7 +87,7 @@ def grpo_config(cfg: GRPOStageConfig):
     """``trl.GRPOConfig`` from the method's defaults, ``grpo_args`` and the stage's fields."""
     from trl import GRPOConfig
 
-    from stepprune.rl.methods import method_grpo_args
+    from stepprune.rl.methods import method_grpo_args, reward_names
 
     args = method_grpo_args(cfg.method, cfg.grpo_args)
     for key, owner in (("output_dir", "out"), ("seed", "seed")):
@@ -123,12 +123,6 @@ def _check_vllm_installed() -> None:
         )
 
 
-def reward_names(cfg: GRPOStageConfig) -> list[str]:
-    from stepprune.rl.methods import METHODS
-
-    return list(cfg.reward_funcs or METHODS[cfg.method].rewards)
-
-
 def _has_gpu() -> bool:
     import torch
 
@@ -138,7 +132,7 @@ def _has_gpu() -> bool:
 def _prepare_out(cfg: GRPOStageConfig) -> str | None:
     """The checkpoint to resume from, if any; clears ``out`` when asked to overwrite it (rules in
     the module docstring)."""
-    from stepprune.rl.record import check_resume
+    from stepprune.rl.record import check_resume, effective_config
 
     out = Path(cfg.out)
     if isinstance(cfg.resume, str) and cfg.resume:
@@ -180,18 +174,6 @@ def _only_early_logs(out: Path) -> bool:
     return bool(names) and names <= early and all((out / n).is_file() for n in names)
 
 
-def effective_config(cfg: GRPOStageConfig) -> dict:
-    """The stage config as run: the method's rewards and ``grpo_args`` defaults filled in."""
-    return dataclasses.asdict(_effective(cfg))
-
-
-def _effective(cfg: GRPOStageConfig) -> GRPOStageConfig:
-    from stepprune.rl.methods import method_grpo_args
-
-    grpo_args = method_grpo_args(cfg.method, cfg.grpo_args)
-    return dataclasses.replace(cfg, reward_funcs=reward_names(cfg), grpo_args=grpo_args)
-
-
 def run(cfg: GRPOStageConfig) -> dict:
     from stepprune.rl.methods import SEQUENCES
 
@@ -204,7 +186,7 @@ def run(cfg: GRPOStageConfig) -> dict:
 
 def run_single(cfg: GRPOStageConfig) -> dict:
     """One method's GRPO run into ``cfg.out``; every input is checked before ``out`` changes."""
-    from stepprune.rl.record import write_record
+    from stepprune.rl.record import effective_config, write_record
     from stepprune.rl.trainer import RLTrainer
     from stepprune.shards import check_apart
     from stepprune.stages.sft import lora_config
@@ -258,7 +240,7 @@ def _build_parts(cfg: GRPOStageConfig, args):
     from transformers import AutoTokenizer
 
     from stepprune.models import resolve_model
-    from stepprune.rl.methods import build_extensions
+    from stepprune.rl.methods import build_extensions, reward_names
     from stepprune.rl.registry import build_rewards
 
     model = resolve_model(cfg.model)
@@ -344,7 +326,7 @@ def _save_merged(trainer, path: Path) -> None:
 
 
 def _write_outputs(cfg, args, trainer, summary, n_problems) -> None:
-    from stepprune.rl.record import write_record
+    from stepprune.rl.record import effective_stage, write_record
     from stepprune.rl.report import model_card, write_plots
     from stepprune.train.checkpoints import write_log_history
 
@@ -352,7 +334,7 @@ def _write_outputs(cfg, args, trainer, summary, n_problems) -> None:
     history = trainer.state.log_history
     write_log_history(out, history)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    effective = _effective(cfg)
+    effective = effective_stage(cfg)
     write_record(out, dataclasses.asdict(effective))
     if trainer.extensions:
         (out / "rl_state.json").write_text(json.dumps(trainer.rl_state()))

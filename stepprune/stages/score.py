@@ -200,3 +200,10 @@ def read_field(path: Path, field: str) -> list[str]:
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{path}:{line}: field '{field}': missing or empty completion")
     return values
+
+
+def saved_rows(out) -> int:
+    """Rows on disk in ``out`` (the CLI reports them after a stop)."""
+    from stepprune.shards import count_rows
+
+    return count_rows(Path(out))
