@@ -6,12 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from stepprune.cot.entropy import (
-    entropy_reference,
-    logits_entropy,
-    step_entropy,
-    topk_entropy_bounds,
-)
+from stepprune.backends.entropy import entropy_reference, logits_entropy, topk_entropy_bounds
+from stepprune.cot.entropy import step_entropy
 
 
 def test_uniform_and_one_hot():

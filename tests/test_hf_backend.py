@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stepprune.backends import SamplingSpec
-from stepprune.cot.entropy import entropy_reference
+from stepprune.backends.entropy import entropy_reference
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import tiny_generate
 
-from stepprune.cot.entropy import entropy_reference
+from stepprune.backends.entropy import entropy_reference
 from stepprune.schema import GENERATIONS
 from stepprune.shards import read_table
 from stepprune.stages.score import ScoreConfig, run

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from stepprune.cot.entropy import entropy_reference
+from stepprune.backends.entropy import entropy_reference
 from stepprune.schema import GENERATIONS
 from stepprune.shards import read_table
 

@@ -23,7 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
 
 from stepprune.backends import Completion, SamplingSpec
-from stepprune.cot.entropy import logits_entropy
+from stepprune.backends.entropy import logits_entropy
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from stepprune.backends import Completion
-from stepprune.cot.entropy import logits_entropy
+from stepprune.backends.entropy import logits_entropy
 
 GPU_TOKEN_BUDGET = 16384
 

@@ -3,7 +3,7 @@
 vLLM returns at most ``max_logprobs`` (default 20) log-probs per token. We ask for them in
 ``raw_logprobs`` mode (the model's log-softmax before penalties, temperature and top-p, the same
 distribution the hf backend measures) and turn them into an estimate with lower/upper bounds
-(see ``stepprune.cot.entropy``). The generate stage's ``rescore`` closes the engine and replaces
+(see ``stepprune.backends.entropy``). The generate stage's ``rescore`` closes the engine and replaces
 the estimate by exact teacher-forced entropy (``stepprune.backends.rescore``).
 
 Engine options (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...) pass
@@ -18,7 +18,7 @@ import logging
 import numpy as np
 
 from stepprune.backends import Completion, SamplingSpec
-from stepprune.cot.entropy import topk_entropy_bounds
+from stepprune.backends.entropy import topk_entropy_bounds
 
 log = logging.getLogger(__name__)
 
