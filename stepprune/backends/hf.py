@@ -22,7 +22,7 @@ import logging
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
 
-from stepprune.backends import Completion, SamplingSpec
+from stepprune.backends.base import Completion, SamplingSpec
 from stepprune.backends.entropy import logits_entropy
 
 log = logging.getLogger(__name__)

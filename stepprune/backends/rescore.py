@@ -26,7 +26,7 @@ import dataclasses
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from stepprune.backends import Completion
+from stepprune.backends.base import Completion
 from stepprune.backends.entropy import logits_entropy
 
 GPU_TOKEN_BUDGET = 16384

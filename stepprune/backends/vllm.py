@@ -3,8 +3,8 @@
 vLLM returns at most ``max_logprobs`` (default 20) log-probs per token. We ask for them in
 ``raw_logprobs`` mode (the model's log-softmax before penalties, temperature and top-p, the same
 distribution the hf backend measures) and turn them into an estimate with lower/upper bounds
-(see ``stepprune.backends.entropy``). The generate stage's ``rescore`` closes the engine and replaces
-the estimate by exact teacher-forced entropy (``stepprune.backends.rescore``).
+(see ``stepprune.backends.entropy``). The generate stage's ``rescore`` closes the engine and
+replaces the estimate by exact teacher-forced entropy (``stepprune.backends.rescore``).
 
 Engine options (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...) pass
 through ``engine_kwargs`` untouched; sampling extras pass through to ``SamplingParams``.
@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from stepprune.backends import Completion, SamplingSpec
+from stepprune.backends.base import Completion, SamplingSpec
 from stepprune.backends.entropy import topk_entropy_bounds
 
 log = logging.getLogger(__name__)
