@@ -189,9 +189,9 @@ def run_single(cfg: GRPOStageConfig) -> dict:
     from stepprune.rl.record import effective_config, write_record
     from stepprune.rl.trainer import RLTrainer
     from stepprune.shards import check_apart
-    from stepprune.stages.sft import lora_config
     from stepprune.train.checkpoints import log_history_writer
     from stepprune.train.grpo_data import build_dataset, training_problems
+    from stepprune.train.peft import lora_config
 
     if cfg.method == "eg-explore" and cfg.model is None:
         raise ValueError(

@@ -25,6 +25,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stepprune.train.peft import lora_config
+
 log = logging.getLogger(__name__)
 
 
@@ -187,19 +189,6 @@ def load_model(path: str, init_kwargs: dict):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, **init_kwargs)
-
-
-def lora_config(lora: dict):
-    """``peft.LoraConfig`` of a causal LM from ``lora`` (which may set ``task_type`` itself).
-
-    An unknown key is a ``ValueError`` naming it: the CLI reports those, not ``TypeError``.
-    """
-    from peft import LoraConfig
-
-    try:
-        return LoraConfig(**{"task_type": "CAUSAL_LM", **lora})
-    except TypeError as e:
-        raise ValueError(f"lora: {e}") from e
 
 
 def peft_config(lora: dict, model, token_id: int):
