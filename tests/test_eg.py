@@ -146,9 +146,8 @@ def test_unknown_method_order_and_explore_without_a_model(tmp_path):
 
 def test_resume_checks_every_stage_before_any_stage_runs(tmp_path):
     """A resume whose explore settings differ is refused before compress trains on."""
-    from stepprune.rl.record import write_record
+    from stepprune.rl.record import effective_config, write_record
     from stepprune.rl.sequence import run_sequence, stage_configs
-    from stepprune.stages.grpo import effective_config
 
     out = tmp_path / "eg"
     old = GRPOStageConfig(method="eg", out=str(out), model="m")

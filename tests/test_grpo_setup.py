@@ -94,11 +94,10 @@ def test_grpo_recipes_build_their_rewards_extensions_lora_and_trl_args(recipe):
     from peft import LoraConfig
     from trl import GRPOConfig
 
-    from stepprune.rl.methods import SEQUENCES, build_extensions, method_grpo_args
+    from stepprune.rl.methods import SEQUENCES, build_extensions, method_grpo_args, reward_names
     from stepprune.rl.registry import build_rewards
     from stepprune.rl.sequence import stage_configs
-    from stepprune.stages.grpo import reward_names
-    from stepprune.stages.sft import lora_config
+    from stepprune.train.peft import lora_config
 
     cfg = build_config(GRPOStageConfig, recipe)
     stages = stage_configs(cfg) if cfg.method in SEQUENCES else [cfg]
@@ -130,9 +129,8 @@ def test_eg_paper_recipes_clip_at_4096_and_explore_hotter():
 
 
 def test_ceeh_paper_recipes_hold_the_authors_settings():
-    from stepprune.rl.methods import build_extensions, method_grpo_args
+    from stepprune.rl.methods import build_extensions, method_grpo_args, reward_names
     from stepprune.rl.registry import build_rewards
-    from stepprune.stages.grpo import reward_names
 
     def rewards(cfg):
         return build_rewards(reward_names(cfg), **cfg.reward_kwargs)
