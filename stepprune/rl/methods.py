@@ -136,3 +136,33 @@ def _ceeh(cls, kwargs: dict, rewards: dict):
 def reward_names(cfg) -> list[str]:
     """A stage config's rewards: its ``reward_funcs``, else its method's."""
     return list(cfg.reward_funcs or METHODS[cfg.method].rewards)
+
+
+def check_method_inputs(cfg, args, dataset) -> None:
+    """What the method's extensions need, checked before any model loads: a question id column
+    (unique for per-question state), state saved only at generation boundaries, and TRL's
+    all-token entropy bonus off for CEEH."""
+    method = METHODS[cfg.method]
+    column = cfg.question_id_column
+    if method.extensions and column not in dataset.column_names:
+        raise ValueError(f"question_id_column {column!r} is not a dataset column")
+    if cfg.method.startswith("ceeh") and args.entropy_coef:
+        raise ValueError(
+            "grpo_args.entropy_coef: TRL's entropy bonus acts on every token; CEEH's acts on "
+            "hard questions only (method_kwargs.ceeh.coef). Leave entropy_coef at 0."
+        )
+    if not method.stateful:
+        return
+    if args.num_iterations != 1 or args.steps_per_generation != args.gradient_accumulation_steps:
+        raise ValueError(
+            f"{cfg.method} keeps per-question state updated once per generation: it needs "
+            "num_iterations 1 and steps_per_generation = gradient_accumulation_steps, so that "
+            "every checkpoint falls between generations and a resume updates nothing twice"
+        )
+    seen: set = set()
+    for i, value in enumerate(dataset[column]):
+        if value is None or value in seen:
+            raise ValueError(
+                f"{cfg.problems}: row {i}: question id {value!r} is missing or repeated"
+            )
+        seen.add(value)

@@ -186,6 +186,7 @@ def run(cfg: GRPOStageConfig) -> dict:
 
 def run_single(cfg: GRPOStageConfig) -> dict:
     """One method's GRPO run into ``cfg.out``; every input is checked before ``out`` changes."""
+    from stepprune.rl.methods import check_method_inputs
     from stepprune.rl.record import effective_config, write_record
     from stepprune.rl.trainer import RLTrainer
     from stepprune.shards import check_apart
@@ -212,7 +213,7 @@ def run_single(cfg: GRPOStageConfig) -> dict:
     model, tokenizer, rewards, extensions = _build_parts(cfg, args)
     peft_config = lora_config(cfg.lora) if cfg.lora is not None else None
     dataset = build_dataset(problems, cfg.prompt_template, cfg.system_prompt)
-    _check_method_inputs(cfg, args, dataset)
+    check_method_inputs(cfg, args, dataset)
     # Only now, with every input checked, may an old output be replaced.
     with args.main_process_first(local=False, desc="grpo output directory"):
         checkpoint = _prepare_out(cfg)
@@ -270,38 +271,6 @@ def stop_ids(model_path: str, tokenizer) -> set[int]:
     return ids
 
 
-def _check_method_inputs(cfg: GRPOStageConfig, args, dataset) -> None:
-    """What the method's extensions need, checked before any model loads: a question id column
-    (unique for per-question state), state saved only at generation boundaries, and TRL's
-    all-token entropy bonus off for CEEH."""
-    from stepprune.rl.methods import METHODS
-
-    method = METHODS[cfg.method]
-    column = cfg.question_id_column
-    if method.extensions and column not in dataset.column_names:
-        raise ValueError(f"question_id_column {column!r} is not a dataset column")
-    if cfg.method.startswith("ceeh") and args.entropy_coef:
-        raise ValueError(
-            "grpo_args.entropy_coef: TRL's entropy bonus acts on every token; CEEH's acts on "
-            "hard questions only (method_kwargs.ceeh.coef). Leave entropy_coef at 0."
-        )
-    if not method.stateful:
-        return
-    if args.num_iterations != 1 or args.steps_per_generation != args.gradient_accumulation_steps:
-        raise ValueError(
-            f"{cfg.method} keeps per-question state updated once per generation: it needs "
-            "num_iterations 1 and steps_per_generation = gradient_accumulation_steps, so that "
-            "every checkpoint falls between generations and a resume updates nothing twice"
-        )
-    seen: set = set()
-    for i, value in enumerate(dataset[column]):
-        if value is None or value in seen:
-            raise ValueError(
-                f"{cfg.problems}: row {i}: question id {value!r} is missing or repeated"
-            )
-        seen.add(value)
-
-
 def _finish(cfg, args, trainer, seconds: float, checkpoint, problems) -> dict:
     from stepprune.rl.report import summarize
 
@@ -309,20 +278,14 @@ def _finish(cfg, args, trainer, seconds: float, checkpoint, problems) -> dict:
     history = trainer.state.log_history
     summary = summarize(history, trainer.state.global_step, seconds)
     summary.update(out=cfg.out, resumed_from=checkpoint, n_problems=len(problems))
-    if cfg.merge and cfg.lora is not None:
-        _save_merged(trainer, Path(cfg.out) / "merged")
+    if cfg.merge and cfg.lora is not None and trainer.is_world_process_zero():
+        from stepprune.train.peft import merge
+
+        merge(trainer, trainer.processing_class, Path(cfg.out))
     if trainer.is_world_process_zero():
         _write_outputs(cfg, args, trainer, summary, len(problems))
     trainer.accelerator.wait_for_everyone()
     return summary
-
-
-def _save_merged(trainer, path: Path) -> None:
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if trainer.is_world_process_zero():
-        merged = model.merge_and_unload()
-        merged.save_pretrained(path)
-        trainer.processing_class.save_pretrained(path)
 
 
 def _write_outputs(cfg, args, trainer, summary, n_problems) -> None:

@@ -25,7 +25,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stepprune.train.peft import lora_config
+from stepprune.train.peft import lora_config, merge
 
 log = logging.getLogger(__name__)
 
@@ -234,19 +234,6 @@ def expose_head_bias(model) -> None:
     if base is None or base.bias is not None:
         raise ValueError(f"cannot train [SKIP] rows of an output head with a bias: {type(head)}")
     head.bias = None
-
-
-def merge(trainer, tokenizer, out: Path) -> Path:
-    """LoRA merged into full weights at ``out/merged``; a full fine-tune already is: ``out``."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if not hasattr(model, "merge_and_unload"):
-        log.info("full fine-tune: %s already holds full weights, nothing to merge", out)
-        return out
-    target = out / "merged"
-    model.merge_and_unload().save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    log.info("merged weights in %s", target)
-    return target
 
 
 def _summary(cfg, trainer, result, report, token_id: int, rows, checkpoint) -> dict:
