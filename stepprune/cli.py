@@ -254,15 +254,9 @@ def prune(
         except ValueError:
             _fail(ValueError(f"--kappa {kappa!r}: a number in [0, 1] or 'verified'"))
     cfg, summary = _run_stage("prune", flags, recipe, sets, verbose)
-    red = summary["token_reduction_pct"]
-    typer.echo(
-        f"rows            {summary['rows_out']} of {summary['rows_in']} "
-        f"(dropped: {summary['dropped_incorrect']} incorrect, {summary['dropped_long']} long)\n"
-        f"steps           {summary['mean_steps']:.2f} mean, {summary['mean_skipped']:.2f} skipped\n"
-        f"token reduction mean {red['mean']:.1f}%  p10 {red['p10']:.1f}%  "
-        f"p50 {red['p50']:.1f}%  p90 {red['p90']:.1f}%"
-    )
-    typer.echo(f"shards: {cfg.out}")
+    from stepprune.stages.prune import format_summary
+
+    typer.echo(format_summary(cfg, summary))
 
 
 def _floats(text: str | None) -> list[float] | None:
@@ -331,23 +325,9 @@ def sft(
     cfg, summary = _run_stage("sft", _flags(locals()), recipe, sets, verbose)
     if not _is_main_process():
         return
+    from stepprune.stages.sft import format_summary
 
-    def num(x) -> str:
-        return "-" if x is None else f"{x:.4f}"
-
-    rows = summary["vocab_rows"]
-    resumed = f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else ""
-    typer.echo(
-        f"rows            {summary['rows']} ({summary['unpruned']} unpruned)\n"
-        f"steps           {summary['global_step']}{resumed}\n"
-        f"loss            first {num(summary['first_loss'])}  last {num(summary['last_loss'])}  "
-        f"mean {num(summary['train_loss'])}\n"
-        f"[SKIP]          token {summary['skip_token_id']}; "
-        f"vocabulary rows {rows['before']} -> {rows['after']}"
-    )
-    typer.echo(f"model: {cfg.out}")
-    if summary["merged"]:
-        typer.echo(f"merged: {summary['merged']}")
+    typer.echo(format_summary(cfg, summary))
 
 
 @app.command()

@@ -307,3 +307,16 @@ def prune_file(path: Path, spec, cfg: PruneConfig, tokenizer, stats: PruneStats,
         table = pruned_columns(prune_by_kappa(df, spec, tokenizer, path), spec)
     stats.add(table)
     return table
+
+
+def format_summary(cfg: PruneConfig, summary: dict) -> str:
+    """What the CLI prints after a run."""
+    red = summary["token_reduction_pct"]
+    return (
+        f"rows            {summary['rows_out']} of {summary['rows_in']} "
+        f"(dropped: {summary['dropped_incorrect']} incorrect, {summary['dropped_long']} long)\n"
+        f"steps           {summary['mean_steps']:.2f} mean, {summary['mean_skipped']:.2f} skipped\n"
+        f"token reduction mean {red['mean']:.1f}%  p10 {red['p10']:.1f}%  "
+        f"p50 {red['p50']:.1f}%  p90 {red['p90']:.1f}%\n"
+        f"shards: {cfg.out}"
+    )

@@ -261,3 +261,25 @@ def _summary(cfg, trainer, result, report, token_id: int, rows, checkpoint) -> d
         "train_runtime": result.metrics.get("train_runtime"),
         "last_log": logs[-1] if logs else None,
     }
+
+
+def format_summary(cfg: SFTStageConfig, summary: dict) -> str:
+    """What the CLI prints after a run."""
+
+    def num(x) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    rows = summary["vocab_rows"]
+    resumed = f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else ""
+    lines = [
+        f"rows            {summary['rows']} ({summary['unpruned']} unpruned)",
+        f"steps           {summary['global_step']}{resumed}",
+        f"loss            first {num(summary['first_loss'])}  last {num(summary['last_loss'])}  "
+        f"mean {num(summary['train_loss'])}",
+        f"[SKIP]          token {summary['skip_token_id']}; "
+        f"vocabulary rows {rows['before']} -> {rows['after']}",
+        f"model: {cfg.out}",
+    ]
+    if summary["merged"]:
+        lines.append(f"merged: {summary['merged']}")
+    return "\n".join(lines)
