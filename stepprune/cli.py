@@ -396,6 +396,39 @@ def bench(
     typer.echo(f"tables and plots: {cfg.out}")
 
 
+@app.command("config")
+def config_(
+    stage: str = typer.Argument(..., help="generate, score, prune, eval, sft, grpo, bench."),
+):
+    """Print every field of STAGE's config with its default and meaning (YAML: a recipe)."""
+    from stepprune.config_docs import describe
+    from stepprune.stages import config_class
+
+    try:
+        cls = config_class(stage)
+    except ValueError as e:
+        _fail(e)
+    typer.echo(f"# {stage}: every field with its default; a recipe sets any of them")
+    typer.echo(describe(cls))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from stepprune import __version__
+
+        typer.echo(f"stepprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Step-entropy chain-of-thought compression: generate, score, prune, eval, sft, grpo, bench."""
+
+
 def main() -> None:
     from stepprune.process_group import end_process_group
 
