@@ -23,7 +23,11 @@ app = typer.Typer(
 )
 
 RecipeOpt = typer.Option(None, "--recipe", "-r", help="YAML recipe in pipelines/; flags override.")
-SetOpt = typer.Option(None, "--set", help="Any config field: --set key=value (YAML value).")
+SetOpt = typer.Option(
+    None,
+    "--set",
+    help="Any config field: --set key=value (YAML value); a.b=v sets b inside the mapping a.",
+)
 ExecutorOpt = typer.Option(None, help="local (this process) | ray (a Ray Data actor pool).")
 RayAddressOpt = typer.Option(None, help="Ray cluster host:port (default: $RAY_ADDRESS or local).")
 ActorsOpt = typer.Option(None, help="With --executor ray: engines (actors) in the pool.")
@@ -46,7 +50,8 @@ def _parse_sets(sets: list[str] | None) -> dict:
         if not sep:
             raise typer.BadParameter(f"--set expects key=value, got {item!r}")
         try:
-            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+            head, dot, rest = key.strip().partition(".")  # a dotted key's inner names stay
+            out[head.replace("-", "_") + dot + rest] = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise typer.BadParameter(f"--set {item!r}: the value is not valid YAML") from e
     return out

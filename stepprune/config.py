@@ -47,10 +47,15 @@ def build_config(cls: type[T], recipe: str | Path | None = None, **overrides: An
                 f"{recipe}: unknown keys {unknown} for {cls.__name__}; known: {sorted(fields)}"
             )
         values.update(data)
-    unknown = sorted(set(overrides) - fields)
+    unknown = sorted({k.split(".")[0] for k in overrides} - fields)
     if unknown:
-        raise ConfigError(f"unknown options {unknown} for {cls.__name__}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+        raise ConfigError(
+            f"unknown options {unknown} for {cls.__name__}; known: {', '.join(sorted(fields))}"
+        )
+    values.update({k: v for k, v in overrides.items() if v is not None and "." not in k})
+    for key, value in overrides.items():
+        if "." in key and value is not None:
+            _set_dotted(values, cls, key, value)
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         value = values[name] = _coerce(value, hints[name], name, strict=False)
@@ -58,6 +63,33 @@ def build_config(cls: type[T], recipe: str | Path | None = None, **overrides: An
             where = f"{recipe}: " if recipe is not None and name in data else ""
             raise ConfigError(f"{where}{name}={value!r} is not {_describe(hints[name])}")
     return cls(**values)
+
+
+def _set_dotted(values: dict, cls: type, key: str, value: Any) -> None:
+    """``a.b.c=v``: set ``c`` inside the mapping field ``a`` (the recipe's, else the default),
+    merging instead of replacing the whole mapping."""
+    import copy
+
+    name, *path = key.split(".")
+    if not all(path):
+        raise ConfigError(f"--set {key}: an empty key between dots")
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    base = values.get(name)
+    if base is None and field.default_factory is not dataclasses.MISSING:
+        base = field.default_factory()
+    elif base is None and field.default is not dataclasses.MISSING:
+        base = field.default
+    base = {} if base is None else base
+    if not isinstance(base, dict):
+        raise ConfigError(f"--set {key}: {name} is {type(base).__name__}, not a mapping")
+    merged = copy.deepcopy(base)
+    node = merged
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is {type(node).__name__}, not a mapping")
+    node[path[-1]] = value
+    values[name] = merged
 
 
 def coerce_numbers(config_cls: type, values: dict, where: str) -> dict:

@@ -48,3 +48,41 @@ def test_meanings_come_from_the_field_comments():
     assert lines["lora"].endswith("# peft.LoraConfig kwargs; None: full fine-tuning")
     bad = _cli("config", "nope")
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error: unknown stage 'nope'")
+
+
+def test_dotted_set_merges_into_the_recipes_mapping(tmp_path):
+    from stepprune.stages.sft import SFTStageConfig
+
+    recipe = tmp_path / "sft_x.yaml"
+    recipe.write_text("sft_args: {learning_rate: 1.0e-4, num_train_epochs: 2}\nlora: {r: 8}\n")
+    cfg = build_config(
+        SFTStageConfig,
+        recipe,
+        **{"sft_args.learning_rate": "2e-5", "lora.lora_alpha": 16, "lora.r": 4},
+    )
+    # merged key by key, the recipe's other keys kept; 2e-5 typed as TRL's field expects
+    assert cfg.sft_args == {"learning_rate": 2e-5, "num_train_epochs": 2}
+    assert cfg.lora == {"r": 4, "lora_alpha": 16}
+
+
+def test_dotted_set_reaches_nested_stage_overrides_and_refuses_non_mappings():
+    from stepprune.config import ConfigError
+    from stepprune.stages.grpo import GRPOStageConfig
+
+    key = "stages.eg-compress.grpo_args.max_steps"
+    cfg = build_config(GRPOStageConfig, method="eg", **{key: 5})
+    assert cfg.stages == {"eg-compress": {"grpo_args": {"max_steps": 5}}}
+    with pytest.raises(ConfigError, match="method is str, not a mapping"):
+        build_config(GRPOStageConfig, **{"method.x": 1})
+    with pytest.raises(ConfigError, match=r"unknown options \['nope'\].*known: .*method"):
+        build_config(GRPOStageConfig, **{"nope.x": 1})
+
+
+def test_dotted_set_through_the_cli(tmp_path):
+    out = tmp_path / "p"
+    done = _cli(
+        *("prune", "-i", str(tmp_path / "missing"), "--out", str(out)),
+        *("--set", "nonexistent-key.a=1"),
+    )
+    assert done.returncode == 1
+    assert "unknown options ['nonexistent_key']" in done.stderr and "known: " in done.stderr
