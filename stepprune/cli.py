@@ -64,6 +64,21 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+# What users run next, printed after a stage ({out}: this run's output).
+NEXT = {
+    "generate": "stepprune prune -i {out} --kappa 0.8  (or stepprune eval -i {out})",
+    "score": "stepprune prune -i {out} --kappa 0.8",
+    "prune": "stepprune sft -i {out}",
+    "sft": "stepprune grpo --model {out} ...  or  stepprune bench --model trained={out} ...",
+    "grpo": "stepprune bench --model trained={out} ...",
+}
+
+
+def _hint(stage: str, out: str) -> None:
+    if stage in NEXT:
+        typer.echo(f"next: {NEXT[stage].format(out=out)}")
+
+
 def _fail(err: Exception) -> None:
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
@@ -180,6 +195,7 @@ def generate(
 
     typer.echo(format_summary(summary))
     typer.echo(f"shards: {cfg.out}")
+    _hint("generate", cfg.out)
 
 
 @app.command()
@@ -205,6 +221,7 @@ def score(
 
     typer.echo(format_summary(summary))
     typer.echo(f"shards: {cfg.out}")
+    _hint("score", cfg.out)
 
 
 @app.command()
@@ -262,6 +279,7 @@ def prune(
     from stepprune.stages.prune import format_summary
 
     typer.echo(format_summary(cfg, summary))
+    _hint("prune", cfg.out)
 
 
 def _floats(text: str | None) -> list[float] | None:
@@ -333,6 +351,7 @@ def sft(
     from stepprune.stages.sft import format_summary
 
     typer.echo(format_summary(cfg, summary))
+    _hint("sft", summary["merged"] or cfg.out)
 
 
 @app.command()
@@ -361,6 +380,7 @@ def grpo(
 
     typer.echo(format_summary(summary))
     typer.echo(f"model, logs and card: {cfg.out}")
+    _hint("grpo", cfg.out)
 
 
 @app.command()

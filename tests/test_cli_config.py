@@ -86,3 +86,36 @@ def test_dotted_set_through_the_cli(tmp_path):
     )
     assert done.returncode == 1
     assert "unknown options ['nonexistent_key']" in done.stderr and "known: " in done.stderr
+
+
+def test_a_run_mostly_cut_at_max_new_tokens_warns():
+    from stepprune.cot.summary import format_summary
+
+    summary = {
+        "rows": 10,
+        "accuracy": 0.1,
+        "mean_tokens": 64.0,
+        "mean_thinking_tokens": 60.0,
+        "mean_steps": 3.0,
+        "mean_skip_ratio": 0.0,
+        "rows_with_skip": 0,
+        "token_entropy": {"mean": 1.0, "p10": 0.1, "p50": 0.9, "p90": 2.0},
+        "entropy_sources": ["exact"],
+    }
+    half = format_summary({**summary, "truncated": 5})
+    assert "warning" not in half  # exactly half: no warning
+    most = format_summary({**summary, "truncated": 6}).splitlines()[-1]
+    assert most.startswith("warning: 6 of 10 rows (60%) stopped at max_new_tokens")
+
+
+def test_each_stage_hints_the_next_command(tmp_path):
+    from stepprune.cli import NEXT
+
+    assert set(NEXT) == {"generate", "score", "prune", "sft", "grpo"}
+    gen = tmp_path / "gen"
+    done = _cli(
+        *("generate", "--problems", "mawps_singleop", "--limit", "1", "--out", str(gen)),
+        *("--max-new-tokens", "4", "--dtype", "float32"),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == f"next: {NEXT['generate'].format(out=gen)}"

@@ -81,8 +81,20 @@ def format_summary(summary: dict) -> str:
             f"p50 {te['p50']:.3f}  p90 {te['p90']:.3f} nats",
             f"entropy source  {', '.join(summary['entropy_sources'])}",
             *_timing_lines(summary),
+            *_truncation_warning(summary),
         ]
     )
+
+
+def _truncation_warning(summary: dict) -> list[str]:
+    """More than half the rows cut at max_new_tokens: their CoTs end without an answer."""
+    cut, rows = summary["truncated"], summary["rows"]
+    if 2 * cut <= rows:
+        return []
+    return [
+        f"warning: {cut} of {rows} rows ({100 * cut / rows:.0f}%) stopped at max_new_tokens, "
+        "cut before their answer; raise --max-new-tokens"
+    ]
 
 
 def _timing_lines(summary: dict) -> list[str]:
