@@ -30,6 +30,8 @@ def modules() -> dict[str, Path]:
 
 def area(name: str, path: Path) -> str:
     parts = name.split(".")
+    if len(parts) == 1:  # the package's own __init__ (its version)
+        return "root"
     if len(parts) == 2 and path.name != "__init__.py":
         return "cli" if parts[1] == "cli" else "root"
     return parts[1]
