@@ -113,9 +113,11 @@ def test_each_stage_hints_the_next_command(tmp_path):
 
     assert set(NEXT) == {"generate", "score", "prune", "sft", "grpo"}
     gen = tmp_path / "gen"
+    problems = tmp_path / "p.jsonl"
+    problems.write_text('{"id": "a", "problem": "What is 2 + 3?", "answer": "5"}\n')
     done = _cli(
-        *("generate", "--problems", "mawps_singleop", "--limit", "1", "--out", str(gen)),
-        *("--max-new-tokens", "4", "--dtype", "float32"),
+        *("generate", "--problems", str(problems), "--out", str(gen)),
+        *("--max-new-tokens", "4", "--dtype", "float32", "--set", "id_field=id"),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == f"next: {NEXT['generate'].format(out=gen)}"
