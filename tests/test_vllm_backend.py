@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import VLLM_PY  # noqa: F401 (test_eval reads it here)
 
 from stepprune.backends.entropy import entropy_reference
 from stepprune.schema import GENERATIONS
@@ -21,7 +22,6 @@ from stepprune.shards import read_table
 
 pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parents[1]
-VLLM_PY = Path(os.environ.get("STEPPRUNE_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 ENV = {
     **os.environ,
     "HF_HUB_OFFLINE": "1",
@@ -47,15 +47,6 @@ for greedy in (True, False):
                          tail=c.tail_mass, source=c.entropy_source, k=c.topk))
 json.dump(rows, open(out, "w"))
 """
-
-
-@pytest.fixture(scope="module")
-def vllm_python():
-    if not VLLM_PY.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{VLLM_PY} missing: .ci/test must run .ci/setup-vllm in CI")
-        pytest.skip(f"no vllm venv at {VLLM_PY} (run bash .ci/setup-vllm)")
-    return str(VLLM_PY)
 
 
 def _hf_logp(model, prompt, ids):
