@@ -115,11 +115,13 @@ def test_explore_format_and_answer_rewards():
         ({"method_kwargs": {"ceeh": {}}}, r"method_kwargs for \['ceeh'\]"),
     ],
 )
-def test_bad_eg_options_fail_before_training(tiny_model_dir, tmp_path, overrides, message):
+def test_bad_eg_options_fail_before_training(
+    tiny_model_dir, data_dir, tmp_path, overrides, message
+):
     out = tmp_path / "out"
     cfg = GRPOStageConfig(
         problems="mawps_singleop",
-        data_dir=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "math"),
+        data_dir=str(data_dir),  # STEPPRUNE_DATA_DIR, else ../shared/data/math (conftest)
         model=str(tiny_model_dir),
         out=str(out),
         method="eg-compress",
