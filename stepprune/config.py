@@ -65,6 +65,15 @@ def build_config(cls: type[T], recipe: str | Path | None = None, **overrides: An
     return cls(**values)
 
 
+def field_default(field: dataclasses.Field):
+    """A dataclass field's default (a fresh one from its factory); None when it has none."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
 def _set_dotted(values: dict, cls: type, key: str, value: Any) -> None:
     """``a.b.c=v``: set ``c`` inside the mapping field ``a`` (the recipe's, else the default),
     merging instead of replacing the whole mapping."""
@@ -75,10 +84,7 @@ def _set_dotted(values: dict, cls: type, key: str, value: Any) -> None:
         raise ConfigError(f"--set {key}: an empty key between dots")
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
     base = values.get(name)
-    if base is None and field.default_factory is not dataclasses.MISSING:
-        base = field.default_factory()
-    elif base is None and field.default is not dataclasses.MISSING:
-        base = field.default
+    base = field_default(field) if base is None else base
     base = {} if base is None else base
     if not isinstance(base, dict):
         raise ConfigError(f"--set {key}: {name} is {type(base).__name__}, not a mapping")

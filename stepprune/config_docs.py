@@ -11,6 +11,8 @@ import inspect
 import json
 import re
 
+from stepprune.config import field_default
+
 _FIELD = re.compile(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$")
 
 
@@ -31,20 +33,12 @@ def comments(cls: type) -> dict[str, str]:
     return found
 
 
-def default(field: dataclasses.Field):
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return None
-
-
 def describe(cls: type) -> str:
     """``name: default  # meaning`` per field, in declaration order (YAML)."""
     notes = comments(cls)
     lines = []
     for field in dataclasses.fields(cls):
-        value = json.dumps(default(field))  # JSON is YAML: strings quoted, null, lists, dicts
+        value = json.dumps(field_default(field))  # JSON is YAML: strings quoted, null, lists, dicts
         note = notes.get(field.name) or (field.type if isinstance(field.type, str) else "")
         lines.append(f"{field.name}: {value}" + (f"  # {note}" if note else ""))
     return "\n".join(lines)
