@@ -11,41 +11,21 @@ from __future__ import annotations
 import json
 import sys
 
+from vllm_sync_run import ARGS as SYNC_ARGS
+from vllm_sync_run import ids_mod7  # joins every method's rewards (see its docstring)
+
 from stepprune.rl.trainer import RLTrainer
 from stepprune.stages.grpo import GRPOStageConfig, _build_parts, grpo_config
 from stepprune.train.grpo_data import build_dataset, training_problems
 
-ARGS = dict(
-    per_device_train_batch_size=8,
-    num_generations=4,
-    max_completion_length=12,
-    temperature=1.0,
-    learning_rate=1e-3,
-    logging_steps=1,
-    save_strategy="no",
-    bf16=False,
-    use_cpu=True,
-    report_to="none",
-    disable_tqdm=True,
-    max_steps=1,
-    use_vllm=True,
-    vllm_mode="colocate",
-    vllm_gpu_memory_utilization=0.1,
-    vllm_max_model_length=128,
-)
+# vllm_sync_run's settings with 2 problems x 4 rollouts a step.
+ARGS = {**SYNC_ARGS, "per_device_train_batch_size": 8, "learning_rate": 1e-3}
 KWARGS = {"require_think": False}
 REWARD_KWARGS = {
     "se": {},
     "eg-compress": {"eg_compress": {"max_tokens": 12, **KWARGS}},
     "ceeh": {"ceeh_correctness": KWARGS},
 }
-
-
-def ids_mod7(completions=None, completion_ids=None, **kwargs):
-    """Joins every method's rewards: a random tiny model never writes a right \\boxed{} answer,
-    so the methods' own rewards are constant and every advantage would be 0. This one is
-    positive and differs between rollouts (r = sum(ids) mod 7)."""
-    return [float(sum(ids) % 7) for ids in completion_ids]
 
 
 class Recording(RLTrainer):

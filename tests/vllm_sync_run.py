@@ -41,9 +41,9 @@ ARGS = dict(
 )
 
 
-def by_ids(completions=None, completion_ids=None, **kwargs):
-    """A reward that differs between distinct samples (``sum(ids) mod 7``): groups get non-zero
-    advantages, so the step moves the weights."""
+def ids_mod7(completions=None, completion_ids=None, **kwargs):
+    """A reward that differs between distinct samples (r = sum(ids) mod 7), where a random tiny
+    model's task rewards would all be equal: groups get non-zero advantages."""
     return [float(sum(ids) % 7) for ids in completion_ids]
 
 
@@ -75,7 +75,7 @@ def main() -> None:
         peft = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear")
     trainer = RLTrainer(
         model=model_dir,
-        reward_funcs=[by_ids],
+        reward_funcs=[ids_mod7],
         args=GRPOConfig(output_dir=out, **ARGS),
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,
