@@ -17,6 +17,7 @@ import pytest
 from conftest import biased_copy
 
 from stepprune.evaluation.bench_report import ks
+from stepprune.evaluation.efficiency import EFFICIENCY_COLUMNS
 from stepprune.evaluation.metrics import bootstrap_ci
 from stepprune.stages.bench import BenchConfig, run
 
@@ -57,6 +58,14 @@ def shards(cfg, model, bench) -> pl.DataFrame:
     return pl.read_parquet(f"{cfg.out}/generations/{model}/{bench}/*.parquet")
 
 
+def first_stating(steps, gold: str, n_thinking: int) -> int:
+    """The end token of the first step writing the (integer) gold as a whole number."""
+    for s in steps:
+        if re.search(rf"(?<![\d.]){gold}(?![\d]|\.\d)", s["text"]):
+            return s["token_end"]
+    return n_thinking
+
+
 def test_every_value_equals_an_independent_recount(bench_run):
     cfg, summary = bench_run
     table = pl.read_csv(Path(cfg.out) / "bench.csv")
@@ -71,6 +80,20 @@ def test_every_value_equals_an_independent_recount(bench_run):
         assert r["steps"] == pytest.approx(df["n_steps"].mean())
         skips = [sum(s["is_skip"] for s in steps) for steps in df["steps"].to_list()]
         assert r["skips"] == pytest.approx(float(np.mean(skips)))
+        assert r["reasoning_tokens"] == pytest.approx(df["n_thinking_tokens"].mean())
+        firsts = [
+            first_stating(s, g, n)
+            for s, g, n, ok in df.select(
+                "steps", "gold_answer", "n_thinking_tokens", "correct"
+            ).rows()
+            if ok
+        ]
+        hand = float(np.mean(firsts)) if firsts else None
+        assert (
+            (r["first_correct_tokens"] == pytest.approx(hand))
+            if firsts
+            else (r["first_correct_tokens"] is None or math.isnan(r["first_correct_tokens"]))
+        )
         for k in (1, 2, 3):  # unbiased pass@k by hand: 1 - C(n-c, k) / C(n, k)
             hand = np.mean([1 - math.comb(3 - c, k) / math.comb(3, k) for c in per["c"]])
             assert r[f"pass@{k}"] == pytest.approx(hand)
@@ -131,6 +154,7 @@ def hand_rows(samples: dict[str, list[int]], model: str = "base") -> pl.DataFram
             "n_skip": [0] * len(rows),
             "model": [model] * len(rows),
             "benchmark": ["b"] * len(rows),
+            **{c: [5.0] * len(rows) for c in EFFICIENCY_COLUMNS},
         }
     )
 

@@ -12,7 +12,9 @@ Table 1):
 - ``pass@k`` for k = 1, 2, 4, ... and n (unbiased, Chen et al. 2021);
 - ``skips`` (mean [SKIP] steps), ``skip_ratio`` (over rows with steps), ``steps``;
 - ``s_per_problem`` (wall time for all of a problem's samples, batched as configured) and
-  ``tok_s``, from ``timing.json``.
+  ``tok_s``, from ``timing.json``;
+- thinking efficiency, evalscope's ``reasoning_tokens``, ``first_correct_tokens``,
+  ``token_efficiency``, ``reflection_tokens`` and ``thought_num`` (``evaluation.efficiency``).
 
 ``paired.csv``: per model and benchmark (and all benchmarks pooled), the mean over problems of
 (model - base) in accuracy and length, each with a paired bootstrap CI over problems.
@@ -26,15 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
+from stepprune.evaluation.efficiency import EFFICIENCY_COLUMNS
 from stepprune.evaluation.metrics import bootstrap_ci, l_acc, mean_pass_at_k
 
 AVERAGE = "average"
-COLUMNS = ["problem_id", "correct", "n_tokens", "n_thinking_tokens", "n_steps", "steps"]
+EFFICIENCY_TABLE = ["benchmark", "model", "acc", *EFFICIENCY_COLUMNS]
+COLUMNS = ["problem_id", "gold_answer", "correct", "n_tokens", "n_thinking_tokens", "n_steps"]
+COLUMNS += ["steps"]
 
 
 def load_rows(cfg):
-    """Every generated row of every (model, benchmark), with its skip count."""
+    """Every generated row of every (model, benchmark), with its skip count and its
+    thinking-efficiency metrics (``evaluation.efficiency``)."""
     import polars as pl
+
+    from stepprune.evaluation.efficiency import efficiency_columns
 
     from stepprune.evaluation.bench_layout import benchmark_name, pair_dir
     from stepprune.schema import GENERATIONS
@@ -50,7 +58,7 @@ def load_rows(cfg):
                 model=pl.lit(name),
                 benchmark=pl.lit(bench),
             )
-            frames.append(df.drop("steps"))
+            frames.append(efficiency_columns(df, cfg.reflection_markers).drop("steps"))
     return pl.concat(frames)
 
 
@@ -103,6 +111,9 @@ def _stats(g, cfg, model: str, bench: str) -> dict:
         s_per_problem=s_per_problem,
         tok_s=tok_s,
     )
+    for col in EFFICIENCY_COLUMNS:  # nulls (rows a metric does not apply to) are left out
+        values = g[col].drop_nulls()
+        row[col] = float(values.mean()) if values.len() else float("nan")
     correct = g["correct"].cast(pl.Int64).to_numpy()
     for k in ks(n):
         row[f"pass@{k}"] = mean_pass_at_k(g["problem_id"].to_numpy(), correct, k)
@@ -213,7 +224,8 @@ def write_report(cfg) -> dict:
     markdown = (
         f"# bench: {', '.join(cfg.named_models())} (base: {cfg.base_name})\n\n"
         f"{_md(table, main_cols)}\n\nPaired against {cfg.base_name}, same problems:\n\n"
-        f"{_md(paired, pair_cols)}\n"
+        f"{_md(paired, pair_cols)}\n\nThinking efficiency (evalscope's names; definitions in "
+        f"stepprune/evaluation/efficiency.py):\n\n{_md(table, EFFICIENCY_TABLE)}\n"
     )
     (out / "bench.md").write_text(markdown)
     plot_bench_lengths(rows, out / "lengths.png")

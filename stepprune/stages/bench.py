@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from stepprune.evaluation.bench_layout import benchmark_name, pair_dir
+from stepprune.evaluation.efficiency import MARKERS
 from stepprune.evaluation.bench_layout import saved_rows as saved_rows
 from stepprune.generation.sampling import SamplingOptions
 from stepprune.scaleout.options import ExecutorOptions
@@ -37,6 +38,8 @@ class BenchConfig(SamplingOptions, ExecutorOptions):
     data_dir: str | None = None
     bootstrap: int = 1000
     ci_level: float = 0.95
+    # steps opening with one of these count as reflection (evaluation/efficiency.py)
+    reflection_markers: list = field(default_factory=lambda: list(MARKERS))
 
     def __post_init__(self) -> None:
         super().__post_init__()
