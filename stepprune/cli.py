@@ -360,7 +360,9 @@ def grpo(
     out: Path = typer.Option(None, help="Output: checkpoints, final model, log_history, card."),
     model: str = typer.Option(None, help="Start model (an SFT checkpoint); default: SmolLM2-135M."),
     method: str = typer.Option(
-        None, help="se (default) | eg | eg-compress | eg-explore | ceeh | ceeh-ea"
+        None,
+        help="se (default) | eg | eg-compress | eg-explore | ceeh | ceeh-ea | kimi | "
+        "shorterbetter | thinkprune",
     ),
     data_dir: str = typer.Option(None, help="Where built-in sets live (or $STEPPRUNE_DATA_DIR)."),
     limit: int = typer.Option(None, help="Use only the first N problems."),

@@ -42,9 +42,8 @@ def load_rows(cfg):
     thinking-efficiency metrics (``evaluation.efficiency``)."""
     import polars as pl
 
-    from stepprune.evaluation.efficiency import efficiency_columns
-
     from stepprune.evaluation.bench_layout import benchmark_name, pair_dir
+    from stepprune.evaluation.efficiency import efficiency_columns
     from stepprune.schema import GENERATIONS
     from stepprune.shards import read_table
 

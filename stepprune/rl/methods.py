@@ -11,6 +11,13 @@ several methods in order, each stage starting from the previous stage's final mo
 | eg-compress | eg_compress | positive-only absolute (A = beta R) | T 0.6, top_p 0.95 |
 | eg-explore | eg_format, eg_answer, eg_length | TRL's (R - mean) / std | T 1.0, top_p 1.0 |
 | ceeh, ceeh-ea | ceeh_correctness, ceeh_length | mean-centred (Dr.GRPO) | T 0.6, 12 rollouts |
+| kimi | eg_answer, kimi_length | TRL's group-normalised | TRL's |
+| shorterbetter | sb_correctness, sb_length | TRL's group-normalised | T 0.9, KL beta 0.001 |
+| thinkprune-1/2/3 | thinkprune (L 4000, 3000, 2000) | TRL's | KL beta 0.001, cap L |
+
+The length-reward methods' formulas and the source of every constant are in
+``rl.length_rewards``; ``thinkprune`` runs its three stages in order, each from the last one's
+model. A preset's ``reward_kwargs`` are defaults under the recipe's, merged per reward.
 
 Both EG stages use the DAPO token-level loss and no KL term (the paper names none). CEEH maps
 the authors' verl settings onto GRPOConfig: ``scale_rewards: none`` (no std division), ``beta``
@@ -33,6 +40,20 @@ CEEH_ARGS = {
 }
 
 
+def group_length(rule: str, correctness: str, length: str) -> dict:
+    return {"rule": rule, "correctness": correctness, "length": length}
+
+
+def thinkprune_stage(i: int, limit: int) -> Method:
+    """ThinkPrune's stage i: length limit L for the reward and the generation cap."""
+    return Method(
+        f"thinkprune-{i}",
+        ("thinkprune",),
+        {"beta": 0.001, "max_completion_length": limit},
+        reward_kwargs={"thinkprune": {"max_tokens": limit}},
+    )
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -40,6 +61,7 @@ class Method:
     grpo_args: dict = field(default_factory=dict)
     extensions: dict = field(default_factory=dict)  # extension name -> default options
     stateful: bool = False  # keeps per-question state: needs unique question ids
+    reward_kwargs: dict = field(default_factory=dict)  # reward name -> default options
 
 
 METHODS = {
@@ -72,9 +94,24 @@ METHODS = {
             {"ceeh": {"mode": "ea", "schedule": "constant"}, "rollout_stats": {}},
             stateful=True,
         ),
+        Method(
+            "kimi",
+            ("eg_answer", "kimi_length"),
+            extensions={"group_length": group_length("kimi", "eg_answer", "kimi_length")},
+        ),
+        Method(
+            "shorterbetter",
+            ("sb_correctness", "sb_length"),
+            {"beta": 0.001, "temperature": 0.9},
+            {"group_length": group_length("shorterbetter", "sb_correctness", "sb_length")},
+        ),
+        *(thinkprune_stage(i, limit) for i, limit in enumerate((4000, 3000, 2000), start=1)),
     )
 }
-SEQUENCES = {"eg": ("eg-compress", "eg-explore")}
+SEQUENCES = {
+    "eg": ("eg-compress", "eg-explore"),
+    "thinkprune": ("thinkprune-1", "thinkprune-2", "thinkprune-3"),
+}
 
 
 def check_method(name: str) -> None:
@@ -91,9 +128,10 @@ def method_grpo_args(name: str, grpo_args: dict) -> dict:
 def extension_class(name: str) -> type:
     from stepprune.rl.ceeh import CEEH
     from stepprune.rl.eg import PositiveAbsolute, RolloutStats
+    from stepprune.rl.length_rewards import GroupLength
 
     classes = {"positive_absolute": PositiveAbsolute, "rollout_stats": RolloutStats, "ceeh": CEEH}
-    return classes[name]
+    return {**classes, "group_length": GroupLength}[name]
 
 
 def build_extensions(name: str, options: dict, rewards: list) -> list:
@@ -118,6 +156,8 @@ def build_extensions(name: str, options: dict, rewards: list) -> list:
                 built.append(RolloutStats(**kwargs))
             elif ext == "ceeh":
                 built.append(_ceeh(CEEH, kwargs, by_name))
+            else:
+                built.append(_group_length(kwargs, by_name))
         except TypeError as e:
             raise ValueError(f"method_kwargs.{ext}: bad options {sorted(kwargs)} ({e})") from e
     return built
@@ -133,9 +173,34 @@ def _ceeh(cls, kwargs: dict, rewards: dict):
     return extension
 
 
+def _group_length(kwargs: dict, rewards: dict):
+    from stepprune.rl.length_rewards import GroupLength
+
+    extension = GroupLength(**kwargs)
+    for needed in (extension.correctness, extension.length):
+        if needed not in rewards:
+            raise ValueError(f"group_length needs the reward {needed!r} in reward_funcs")
+    return extension
+
+
 def reward_names(cfg) -> list[str]:
-    """A stage config's rewards: its ``reward_funcs``, else its method's."""
-    return list(cfg.reward_funcs or METHODS[cfg.method].rewards)
+    """A stage config's rewards: its ``reward_funcs``, else its method's; then its
+    ``extra_rewards`` (e.g. soft_overlong beside any method)."""
+    names = list(cfg.reward_funcs or METHODS[cfg.method].rewards)
+    extra = list(getattr(cfg, "extra_rewards", None) or [])
+    twice = sorted(set(names) & set(extra))
+    if twice:
+        raise ValueError(f"extra_rewards {twice} are already among the rewards {names}")
+    return names + extra
+
+
+def reward_options(cfg) -> dict:
+    """The rewards' options: the method's defaults for its rewards in use, under the recipe's
+    ``reward_kwargs`` (merged per reward, the recipe's keys win)."""
+    names = set(reward_names(cfg))
+    defaults = {k: v for k, v in METHODS[cfg.method].reward_kwargs.items() if k in names}
+    given = cfg.reward_kwargs or {}
+    return {k: {**defaults.get(k, {}), **(given.get(k) or {})} for k in {*defaults, *given}}
 
 
 def check_method_inputs(cfg, args, dataset) -> None:

@@ -101,8 +101,15 @@ def effective_config(cfg) -> dict:
 
 
 def effective_stage(cfg):
-    """``cfg`` (a grpo stage config) with the method's rewards and ``grpo_args`` defaults."""
-    from stepprune.rl.methods import method_grpo_args, reward_names
+    """``cfg`` (a grpo stage config) with the method's rewards, their options and its
+    ``grpo_args`` defaults filled in."""
+    from stepprune.rl.methods import method_grpo_args, reward_names, reward_options
 
     grpo_args = method_grpo_args(cfg.method, cfg.grpo_args)
-    return dataclasses.replace(cfg, reward_funcs=reward_names(cfg), grpo_args=grpo_args)
+    return dataclasses.replace(
+        cfg,
+        reward_funcs=reward_names(cfg),
+        extra_rewards=[],  # now among reward_funcs
+        reward_kwargs=reward_options(cfg),
+        grpo_args=grpo_args,
+    )

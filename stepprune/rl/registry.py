@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-from stepprune.rl import ceeh, eg, rewards
+from stepprune.rl import ceeh, eg, length_rewards, rewards
 
 # Read-only: a caller adding or replacing an entry would change every later build_rewards.
 REWARDS: Mapping[str, type[rewards.Reward]] = MappingProxyType(
@@ -22,6 +22,11 @@ REWARDS: Mapping[str, type[rewards.Reward]] = MappingProxyType(
             eg.LengthDecayReward,
             ceeh.CorrectnessReward,
             ceeh.LengthReward,
+            length_rewards.KimiLengthReward,
+            length_rewards.ShorterBetterCorrectness,
+            length_rewards.ShorterBetterLengthReward,
+            length_rewards.ThinkPruneReward,
+            length_rewards.SoftOverlongReward,
         )
     }
 )

@@ -31,7 +31,7 @@ def stage_configs(cfg) -> list:
     """One single-method config per stage, in order (models chained by ``run_sequence``);
     each stage's rewards and extensions are built here, so a bad option fails before any
     stage trains."""
-    from stepprune.rl.methods import SEQUENCES, build_extensions, reward_names
+    from stepprune.rl.methods import SEQUENCES, build_extensions, reward_names, reward_options
     from stepprune.rl.registry import build_rewards
 
     order = list(cfg.order or SEQUENCES[cfg.method])
@@ -53,7 +53,7 @@ def stage_configs(cfg) -> list:
         stage = dataclasses.replace(base, out=str(Path(cfg.out) / name), **overrides)
         if stage.lora is not None and i < len(order) - 1:
             stage = dataclasses.replace(stage, merge=True)
-        rewards = build_rewards(reward_names(stage), **stage.reward_kwargs)
+        rewards = build_rewards(reward_names(stage), **reward_options(stage))
         build_extensions(stage.method, stage.method_kwargs, rewards)
         configs.append(stage)
     return configs

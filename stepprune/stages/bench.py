@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from stepprune.evaluation.bench_layout import benchmark_name, pair_dir
-from stepprune.evaluation.efficiency import MARKERS
 from stepprune.evaluation.bench_layout import saved_rows as saved_rows
+from stepprune.evaluation.efficiency import MARKERS
 from stepprune.generation.sampling import SamplingOptions
 from stepprune.scaleout.options import ExecutorOptions
 

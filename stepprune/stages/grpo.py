@@ -38,13 +38,14 @@ class GRPOStageConfig:
     problems: str = "gsm8k_train"  # built-in set, problem file, hub:id, or pruned shards
     out: str = "runs/grpo"
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct; else an SFT checkpoint
-    method: str = "se"  # se | eg | eg-compress | eg-explore | ceeh | ceeh-ea
+    method: str = "se"  # a preset or sequence of rl/methods.py (stepprune config grpo)
     data_dir: str | None = None
     limit: int | None = None  # the first N problems
     sample: int | None = None  # then N drawn at random with seed (the authors: 10000)
     prompt_template: str = DEFAULT_PROMPT
     system_prompt: str | None = None
     reward_funcs: list | None = None  # None: the method's rewards
+    extra_rewards: list = field(default_factory=list)  # added to them (e.g. soft_overlong)
     reward_weights: list | None = None  # None: all 1.0
     reward_kwargs: dict = field(default_factory=dict)  # reward name -> its options
     method_kwargs: dict = field(default_factory=dict)  # extension name -> its options
@@ -241,7 +242,7 @@ def _build_parts(cfg: GRPOStageConfig, args):
     from transformers import AutoTokenizer
 
     from stepprune.models import resolve_model
-    from stepprune.rl.methods import build_extensions, reward_names
+    from stepprune.rl.methods import build_extensions, reward_names, reward_options
     from stepprune.rl.registry import build_rewards
 
     model = resolve_model(cfg.model)
@@ -252,7 +253,7 @@ def _build_parts(cfg: GRPOStageConfig, args):
         reward_names(cfg),
         tokenizer=tokenizer,
         stop_ids=stop_ids(model, tokenizer),
-        **cfg.reward_kwargs,
+        **reward_options(cfg),
     )
     extensions = build_extensions(cfg.method, cfg.method_kwargs, rewards)
     return model, tokenizer, rewards, extensions
