@@ -9,6 +9,9 @@ DEFAULT_PROMPT = (
     "and put your final answer within \\boxed{{}}."
 )
 
+INSTRUCT_LEAD_IN = "\n\nTherefore, the final answer is $\\boxed{"
+THINK_LEAD_IN = "\n</think>\n\n"
+
 
 def chat_prompt(problem: str, template: str, system_prompt: str | None = None) -> list[dict]:
     try:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 
+from stepprune.data.prompts import INSTRUCT_LEAD_IN as INSTRUCT_LEAD_IN
+from stepprune.data.prompts import THINK_LEAD_IN as THINK_LEAD_IN
 from stepprune.pruning.facts import FACT_COLUMNS
 from stepprune.pruning.select import row_columns
 from stepprune.schema import EVAL_RESULTS, GENERATIONS, check_nulls
 
 log = logging.getLogger(__name__)
 
-INSTRUCT_LEAD_IN = "\n\nTherefore, the final answer is $\\boxed{"
-THINK_LEAD_IN = "\n</think>\n\n"
 KEYS = ["problem_id", "sample_index"]
 RESULT_KEY = list(EVAL_RESULTS.key)
 # Answering needs the prompt ids and the CoT format on top of what prune reads; the token
