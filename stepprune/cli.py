@@ -391,6 +391,11 @@ def bench(
         None, "--model", "-m", help="name=model (repeat): a path, hub id or packaged name."
     ),
     base: str = typer.Option(None, help="The base model's name (default: the first --model)."),
+    baseline: list[str] = typer.Option(
+        None,
+        help="name=spec (repeat), run on the base: budget:N, budget:match=MODEL, nothink, "
+        "prompt:cod | prompt:concise | prompt:TEXT.",
+    ),
     benchmark: list[str] = typer.Option(
         None, "--benchmark", "-b", help="A built-in set or problem file (repeat)."
     ),
@@ -412,9 +417,10 @@ def bench(
 ) -> None:
     """Compare models the way the papers do: ACC / LEN / L-Acc, Pass@k, paired against a base."""
     flags = _flags(locals())
-    flags["models"], flags["benchmarks"] = (
+    flags["models"], flags["benchmarks"], flags["baselines"] = (
         flags.pop("model") or None,
         flags.pop("benchmark") or None,
+        flags.pop("baseline") or None,
     )
     cfg, summary = _run_stage("bench", flags, recipe, sets, verbose)
     from stepprune.evaluation.bench_report import format_report

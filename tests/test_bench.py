@@ -202,7 +202,7 @@ def test_paired_cis_resample_the_paired_mean_shown(tmp_path):
     base = {"a": [1], "b": [0, 0, 0], "c": [1, 0], "d": [1, 1, 1, 0]}
     other = {"a": [0, 1, 1], "b": [1], "c": [1, 1, 0, 0, 0], "d": [0]}
     rows = pl.concat([hand_rows(base), hand_rows(other, "m")])
-    cfg = hand_cfg(tmp_path, named_models=lambda: ["base", "m"], benchmarks=["b"])
+    cfg = hand_cfg(tmp_path, entry_names=lambda: ["base", "m"], benchmarks=["b"])
     r = paired_table(rows, cfg).filter(pl.col("benchmark") == "b").row(0, named=True)
     diffs = np.array([np.mean(other[p]) - np.mean(base[p]) for p in sorted(base)])
     assert r["d_acc"] == pytest.approx(diffs.mean())
@@ -263,6 +263,12 @@ def test_outputs_notebook_and_reuse(bench_run):
         (["-m", "a=M", "-m", "b=NOWEIGHTS", "-b", "mawps_singleop"], "b=NOWEIGHTS: no weights"),
         (["-b", "mawps_singleop"], "bench needs models: --model base="),
         (["-m", "..=M", "-b", "mawps_singleop"], "model name '..': letters, digits"),
+        (["-m", "a=M", "-b", "mawps_singleop", "--baseline", "x=budget:0"], "SPEC is budget:N"),
+        (
+            ["-m", "a=M", "-b", "mawps_singleop", "--baseline", "x=budget:match=z"],
+            "budget:match=z names no model",
+        ),
+        (["-m", "a=M", "-b", "mawps_singleop", "--baseline", "a=nothink"], "also a model name"),
     ],
 )
 def test_bad_input_is_one_line_before_any_generation(tiny_model_dir, tmp_path, args, message):

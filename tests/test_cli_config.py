@@ -44,7 +44,9 @@ def test_meanings_come_from_the_field_comments():
     done = _cli("config", "grpo")
     assert done.returncode == 0, done.stderr
     lines = {line.split(":", 1)[0]: line for line in done.stdout.splitlines()}
-    assert lines["method"].endswith("# se | eg | eg-compress | eg-explore | ceeh | ceeh-ea")
+    assert lines["method"].endswith(
+        "# se, eg, ceeh(-ea), kimi, shorterbetter, thinkprune (rl/methods.py)"
+    )
     assert lines["lora"].endswith("# peft.LoraConfig kwargs; None: full fine-tuning")
     bad = _cli("config", "nope")
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error: unknown stage 'nope'")

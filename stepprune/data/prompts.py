@@ -34,4 +34,5 @@ def check_template(template: str) -> None:
 def render_prompt(tokenizer, cfg, problem_text: str) -> tuple[str, list[int]]:
     messages = chat_prompt(problem_text, cfg.prompt_template, cfg.system_prompt)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text += getattr(cfg, "prompt_prefill", None) or ""
     return text, tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -48,7 +48,7 @@ def load_rows(cfg):
     from stepprune.shards import read_table
 
     frames = []
-    for name in cfg.named_models():
+    for name in cfg.entry_names():
         for source in cfg.benchmarks:
             bench = benchmark_name(source)
             table = read_table(pair_dir(cfg.out, name, bench), GENERATIONS, COLUMNS)
@@ -149,25 +149,54 @@ def main_table(rows, cfg):
 
 
 def paired_table(rows, cfg):
-    """(model - base) per problem, averaged, with a paired bootstrap CI; pooled as ``all``."""
+    """(model - base) per problem, averaged, with a paired bootstrap CI; pooled as ``all``.
+    Every entry is paired with the base; a trained model also with its ``budget:match``
+    baseline (``base`` names the reference of each row)."""
     import polars as pl
 
     per = rows.group_by(["benchmark", "model", "problem_id"]).agg(
         acc=pl.col("correct").cast(pl.Float64).mean(), len=pl.col("n_tokens").mean()
     )
-    base = per.filter(pl.col("model") == cfg.base_name).drop("model")
-    joined = per.filter(pl.col("model") != cfg.base_name).join(
-        base, on=["benchmark", "problem_id"], suffix="_base"
+    pairs = [(name, cfg.base_name) for name in cfg.entry_names() if name != cfg.base_name]
+    pairs += [(b.match, b.name) for b in _match_baselines(cfg)]
+    out = []
+    for model, base in pairs:
+        out += _paired_rows(per, model, base, cfg)
+    # As the main table reads: entries as given, benchmarks as given, the pooled row last.
+    from stepprune.evaluation.bench_layout import benchmark_name
+
+    names = cfg.entry_names()
+    benches = [benchmark_name(b) for b in cfg.benchmarks] + ["all"]
+    out.sort(
+        key=lambda r: (
+            r["base"] != cfg.base_name,
+            names.index(r["model"]),
+            names.index(r["base"]),
+            benches.index(r["benchmark"]),
+        )
+    )
+    return pl.DataFrame(out)
+
+
+def _match_baselines(cfg) -> list:
+    baselines = getattr(cfg, "named_baselines", dict)()
+    return [b for b in baselines.values() if b.match is not None]
+
+
+def _paired_rows(per, model: str, base: str, cfg) -> list[dict]:
+    import polars as pl
+
+    ref = per.filter(pl.col("model") == base).drop("model")
+    joined = per.filter(pl.col("model") == model).join(
+        ref, on=["benchmark", "problem_id"], suffix="_base"
     )
     joined = joined.with_columns(
         d_acc=pl.col("acc") - pl.col("acc_base"), d_len=pl.col("len") - pl.col("len_base")
     )
     pooled = joined.with_columns(benchmark=pl.lit("all"))
     out = []
-    for (bench, model), g in pl.concat([joined, pooled]).group_by(
-        ["benchmark", "model"], maintain_order=True
-    ):
-        row = dict(benchmark=bench, model=model, base=cfg.base_name, problems=g.height)
+    for (bench,), g in pl.concat([joined, pooled]).group_by(["benchmark"], maintain_order=True):
+        row = dict(benchmark=bench, model=model, base=base, problems=g.height)
         g = g.sort("benchmark", "problem_id")  # the bootstrap's draw must not depend on row order
         for col in ("d_acc", "d_len"):
             values = g[col].to_numpy()
@@ -176,13 +205,7 @@ def paired_table(rows, cfg):
             )
             row.update({col: float(np.mean(values)), f"{col}_low": low, f"{col}_high": high})
         out.append(row)
-    # As the main table reads: models as given, benchmarks as given, the pooled row last.
-    from stepprune.evaluation.bench_layout import benchmark_name
-
-    models = list(cfg.named_models())
-    benches = [benchmark_name(b) for b in cfg.benchmarks] + ["all"]
-    out.sort(key=lambda r: (models.index(r["model"]), benches.index(r["benchmark"])))
-    return pl.DataFrame(out)
+    return out
 
 
 def _md(table, columns: list[str]) -> str:
@@ -218,17 +241,23 @@ def write_report(cfg) -> dict:
     main_cols = ["benchmark", "model", "acc", "acc_low", "acc_high", "len", "thinking"]
     main_cols += ["reduction_pct", "l_acc", *passes, "skips", "skip_ratio", "steps"]
     main_cols += ["s_per_problem", "tok_s"]
-    pair_cols = ["benchmark", "model", "problems", "d_acc", "d_acc_low", "d_acc_high"]
+    pair_cols = ["benchmark", "model", "base", "problems", "d_acc", "d_acc_low", "d_acc_high"]
     pair_cols += ["d_len", "d_len_low", "d_len_high"]
     markdown = (
-        f"# bench: {', '.join(cfg.named_models())} (base: {cfg.base_name})\n\n"
-        f"{_md(table, main_cols)}\n\nPaired against {cfg.base_name}, same problems:\n\n"
+        f"# bench: {', '.join(cfg.entry_names())} (base: {cfg.base_name})\n\n"
+        f"{_md(table, main_cols)}\n\nPaired, same problems (against the base, then trained "
+        "models against their matched budget):\n\n"
         f"{_md(paired, pair_cols)}\n\nThinking efficiency (evalscope's names; definitions in "
         f"stepprune/evaluation/efficiency.py):\n\n{_md(table, EFFICIENCY_TABLE)}\n"
     )
     (out / "bench.md").write_text(markdown)
     plot_bench_lengths(rows, out / "lengths.png")
-    plot_bench_frontier(table, out / "frontier.png")
+    budgets = [
+        b.name
+        for b in getattr(cfg, "named_baselines", dict)().values()
+        if b.kind in ("budget", "match")
+    ]
+    plot_bench_frontier(table, out / "frontier.png", budgets)
     summary = {"table": table.to_dicts(), "paired": paired.to_dicts(), "markdown": markdown}
     (out / "bench.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary

@@ -105,9 +105,11 @@ def plot_bench_lengths(rows, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_bench_frontier(table, path: Path) -> None:
+def plot_bench_frontier(table, path: Path, budgets=()) -> None:
     """bench: accuracy (with CI bars) against mean completion tokens, one point per model, one
-    panel per benchmark: up and to the left is better."""
+    panel per benchmark: up and to the left is better. The budget-forcing baselines
+    (``budgets``) are also joined into a dashed curve: a model above it beats truncating the base
+    at equal cost, one below it does not."""
     import polars as pl
 
     benches = [
@@ -125,6 +127,11 @@ def plot_bench_frontier(table, path: Path) -> None:
                 xytext=(4, 4),
                 textcoords="offset points",
             )
+        curve = table.filter((pl.col("benchmark") == bench) & pl.col("model").is_in(budgets))
+        if curve.height > 1:
+            curve = curve.sort("len")
+            ax.plot(curve["len"], curve["acc"], "--", color="grey", label="budget forcing")
+            ax.legend(fontsize=8, loc="lower right")
         ax.set_title(bench)
         ax.set_xlabel("mean completion tokens")
         ax.grid(alpha=0.3)

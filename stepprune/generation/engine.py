@@ -1,8 +1,11 @@
 """The generation engine of a run: ``open_engine`` (the backend and the run record every row
 carries) and ``generate_batch`` (a batch of (problem, sample) items -> generations rows, streamed
-as they finish). Used by the generate stage, bench (through generate) and the Ray workers."""
+as they finish, or, with a thinking budget, forced to answer: ``generation.budget``). Used by the
+generate stage, bench (through generate) and the Ray workers."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from stepprune.data.prompts import render_prompt
 from stepprune.generation.sampling import RESUME_KEYS, sampling_spec
@@ -51,7 +54,13 @@ def generate_batch(cfg, backend, batch, info):
         )
 
     token_ids = [ids for _, ids in prompts]
-    if hasattr(backend, "generate_stream"):
+    if cfg.thinking_budget is not None:
+        from stepprune.generation.budget import force_answers
+
+        cut = dataclasses.replace(spec, max_new_tokens=cfg.thinking_budget)
+        comps = force_answers(backend, prompts, backend.generate(token_ids, cut), spec, cfg)
+        yield [row(i, c) for i, c in enumerate(comps)]
+    elif hasattr(backend, "generate_stream"):
         for i, comp in backend.generate_stream(token_ids, spec):
             yield [row(i, comp)]
     else:

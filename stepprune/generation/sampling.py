@@ -23,12 +23,18 @@ class SamplingOptions:
     dtype: str = "auto"
     prompt_template: str = DEFAULT_PROMPT
     system_prompt: str | None = None
+    prompt_prefill: str | None = None  # text after the chat template's generation prompt
+    thinking_budget: int | None = None  # budget forcing: cut at N tokens, force the answer
+    answer_tokens: int | None = None  # with a budget: the forced answer's tokens (None: 64)
     sampling_kwargs: dict = field(default_factory=dict)  # passed to GenerationConfig/SamplingParams
     engine_kwargs: dict = field(default_factory=dict)  # passed to from_pretrained / vllm.LLM
 
     def __post_init__(self) -> None:
         if self.n_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("n_samples, batch_size and max_new_tokens must be >= 1")
+        for name in ("thinking_budget", "answer_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset), got {getattr(self, name)}")
         check_sampling(self.greedy, self.temperature, self.top_p)
         from stepprune.data.prompts import check_template
 
@@ -60,3 +66,4 @@ def sampling_spec(cfg, batch_seed: int):
 # n_samples may grow (more samples per problem), and batch_size only groups the work.
 RESUME_KEYS = ("greedy", "temperature", "top_p", "max_new_tokens", "seed", "dtype")
 RESUME_KEYS += ("sampling_kwargs", "prompt_template", "system_prompt", "rescore")
+RESUME_KEYS += ("prompt_prefill", "thinking_budget", "answer_tokens")

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from stepprune.evaluation.baselines import generate_overrides
 from stepprune.evaluation.bench_layout import benchmark_name, pair_dir
 from stepprune.evaluation.bench_layout import saved_rows as saved_rows
 from stepprune.evaluation.efficiency import MARKERS
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class BenchConfig(SamplingOptions, ExecutorOptions):
     models: list = field(default_factory=list)  # "name=model" (a path, hub id or packaged name)
+    baselines: list = field(default_factory=list)  # "name=spec": evaluation/baselines.py
     base: str | None = None  # the name of the base model (None: the first)
     benchmarks: list = field(default_factory=lambda: ["gsm8k"])  # built-in sets or files
     limit: int | None = None  # the first N problems of each benchmark
@@ -52,6 +54,30 @@ class BenchConfig(SamplingOptions, ExecutorOptions):
             raise ValueError("bench needs at least one benchmark")
         if len(set(self.benchmarks)) != len(self.benchmarks):
             raise ValueError(f"a benchmark is given twice: {self.benchmarks}")
+        if named:
+            self.entry_names()  # baselines parse, their names are free, match= names a model
+
+    def named_baselines(self) -> dict:
+        """name -> Baseline, in the given order (one-line errors for a bad spec)."""
+        from stepprune.evaluation.baselines import parse_baseline
+
+        out = {}
+        for item in self.baselines:
+            b = parse_baseline(item)
+            if b.name in out:
+                raise ValueError(f"baseline name {b.name!r} is given twice")
+            out[b.name] = b
+        return out
+
+    def entry_names(self) -> list[str]:
+        """Every row of the tables: the models, then the baselines."""
+        models, baselines = self.named_models(), self.named_baselines()
+        for b in baselines.values():
+            if b.name in models:
+                raise ValueError(f"baseline name {b.name!r} is also a model name")
+            if b.match is not None and b.match not in models:
+                raise ValueError(f"baseline {b.name}: budget:match={b.match} names no model")
+        return [*models, *baselines]
 
     def named_models(self) -> dict[str, str]:
         """name -> model, in the given order; names must be unique path-safe words: a name is
@@ -109,12 +135,14 @@ def check_inputs(cfg: BenchConfig) -> dict[str, str]:
     return resolved
 
 
-def generate_config(cfg: BenchConfig, model: str, source: str, out: Path):
-    """The generate stage's config for one (model, benchmark): bench's sampling options."""
+def generate_config(cfg: BenchConfig, model: str, source: str, out: Path, **overrides):
+    """The generate stage's config for one (model, benchmark): bench's sampling options, with a
+    baseline's ``overrides``."""
     from stepprune.stages.generate import GenerateConfig
 
     names = [f.name for f in (*fields(SamplingOptions), *fields(ExecutorOptions))]
     shared = {name: copy.deepcopy(getattr(cfg, name)) for name in names}
+    shared.update(overrides)
     return GenerateConfig(
         problems=source,
         model=model,
@@ -135,12 +163,46 @@ def run(cfg: BenchConfig) -> dict:
     check_inputs(cfg)
     for name, model in models.items():
         for source in cfg.benchmarks:
-            out = pair_dir(cfg.out, name, benchmark_name(source))
-            before = _rows_and_tokens(out)
-            summary = generate.run(generate_config(cfg, model, source, out))
-            if "generation_seconds" in summary:
-                _add_timing(out, summary["generation_seconds"], before, _rows_and_tokens(out))
+            _generate(generate, generate_config(cfg, model, source, _pair(cfg, name, source)))
+    base_model = models[cfg.base_name]
+    for name, b in cfg.named_baselines().items():
+        style = _thinking_style(cfg, base_model)
+        for source in cfg.benchmarks:
+            budget = _mean_thinking(_pair(cfg, b.match, source)) if b.match else None
+            overrides = generate_overrides(b, style, budget)
+            out = _pair(cfg, name, source)
+            _generate(generate, generate_config(cfg, base_model, source, out, **overrides))
     return write_report(cfg)
+
+
+def _pair(cfg, name: str, source: str) -> Path:
+    return pair_dir(cfg.out, name, benchmark_name(source))
+
+
+def _generate(generate, gen_cfg) -> None:
+    out = Path(gen_cfg.out)
+    before = _rows_and_tokens(out)
+    summary = generate.run(gen_cfg)
+    if "generation_seconds" in summary:
+        _add_timing(out, summary["generation_seconds"], before, _rows_and_tokens(out))
+
+
+def _thinking_style(cfg, model: str) -> str:
+    from transformers import AutoTokenizer
+
+    from stepprune.evaluation.baselines import thinking_style
+    from stepprune.models import resolve_model
+
+    return thinking_style(AutoTokenizer.from_pretrained(resolve_model(model)), cfg.system_prompt)
+
+
+def _mean_thinking(out: Path) -> float:
+    """A model's mean thinking tokens on one benchmark, from its shards."""
+    from stepprune.schema import GENERATIONS
+    from stepprune.shards import read_table
+
+    values = read_table(out, GENERATIONS, columns=["n_thinking_tokens"])["n_thinking_tokens"]
+    return sum(values.to_pylist()) / len(values)
 
 
 def _rows_and_tokens(out: Path) -> tuple[int, int]:

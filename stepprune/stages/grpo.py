@@ -38,7 +38,7 @@ class GRPOStageConfig:
     problems: str = "gsm8k_train"  # built-in set, problem file, hub:id, or pruned shards
     out: str = "runs/grpo"
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct; else an SFT checkpoint
-    method: str = "se"  # a preset or sequence of rl/methods.py (stepprune config grpo)
+    method: str = "se"  # se, eg, ceeh(-ea), kimi, shorterbetter, thinkprune (rl/methods.py)
     data_dir: str | None = None
     limit: int | None = None  # the first N problems
     sample: int | None = None  # then N drawn at random with seed (the authors: 10000)
