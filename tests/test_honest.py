@@ -3,6 +3,7 @@ authors' scores, answer-first, checked against independent counts and hand value
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -207,8 +208,9 @@ def test_eval_honest_tables_equal_a_recount_from_the_results(honest_eval):
     assert (Path(cfg.out) / "frontier.png").stat().st_size > 5000
 
 
-def _eval_results(path: Path, rows: list[tuple]) -> None:
-    """Hand-made eval results: (problem_id, kappa, correct, original_tokens)."""
+def _eval_results(path: Path, rows: list[tuple], settings_over: dict | None = None) -> None:
+    """Hand-made eval results: (problem_id, kappa, correct, original_tokens), and the
+    eval_settings.json of an eval pruned with prune's defaults (``settings_over`` changes it)."""
     import pyarrow.parquet as pq
 
     from stepprune.schema import EVAL_RESULTS, to_table
@@ -253,6 +255,8 @@ def _eval_results(path: Path, rows: list[tuple]) -> None:
         )
     (path / "results").mkdir(parents=True)
     pq.write_table(to_table(full, EVAL_RESULTS), path / "results" / "part-0.parquet")
+    settings = {"score": "sum", "budget": "steps", "protect_ends": False, "merge_skips": False}
+    (path / "eval_settings.json").write_text(json.dumps({**settings, **(settings_over or {})}))
 
 
 def test_verified_kappa_takes_the_largest_correct_kappa_per_trajectory(tmp_path):
@@ -309,3 +313,31 @@ def test_verified_kappa_takes_the_largest_correct_kappa_per_trajectory(tmp_path)
             )
         )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"score": "mean"}, "pruned otherwise \\(score: 'mean' there, 'sum' here\\)"),
+        ({"protect_ends": True}, "protect_ends: True there, False here"),
+        (None, "no eval_settings.json"),
+    ],
+)
+def test_verified_kappa_refuses_an_eval_that_pruned_otherwise(tmp_path, over, message):
+    import pyarrow.parquet as pq
+
+    from stepprune.schema import GENERATIONS, to_table
+    from stepprune.stages.prune import PruneConfig, run
+
+    rows = [make_row("p0", [f"s{j} text" for j in range(4)], [[0.5], [0.1], [0.3], [0.9]])]
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    pq.write_table(to_table(rows, GENERATIONS), gen / "part-0.parquet")
+    ev = tmp_path / "eval"
+    _eval_results(ev, [("p0", 0.5, True, rows[0]["n_tokens"])], over)
+    if over is None:
+        (ev / "eval_settings.json").unlink()
+    out = tmp_path / "out"
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as e:
+        run(PruneConfig(input=str(gen), out=str(out), kappa="verified", eval=str(ev)))
+    assert "\n" not in str(e.value) and not out.exists()

@@ -32,11 +32,16 @@ def verified_kappas(eval_dir: str, cfg) -> pl.DataFrame:
     if not results_dir.is_dir() or not shard_files(results_dir):
         raise FileNotFoundError(f"--eval {eval_dir}: no eval results in {results_dir}")
     settings_file = Path(eval_dir) / "eval_settings.json"
-    settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
+    if not settings_file.exists():
+        raise FileNotFoundError(
+            f"--eval {eval_dir}: no eval_settings.json, so how it pruned is unknown; "
+            "rerun stepprune eval into that folder (it resumes) to record it"
+        )
+    settings = json.loads(settings_file.read_text())
     differ = [
-        f"{k}: {settings[k]!r} there, {getattr(cfg, k)!r} here"
+        f"{k}: {settings.get(k, 'unrecorded')!r} there, {getattr(cfg, k)!r} here"
         for k in SETTINGS
-        if k in settings and settings[k] != getattr(cfg, k)
+        if settings.get(k, "unrecorded") != getattr(cfg, k)
     ]
     if differ:
         raise ValueError(f"--eval {eval_dir} pruned otherwise ({'; '.join(differ)})")
