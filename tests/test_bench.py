@@ -34,8 +34,9 @@ def problem_file(path: Path, n: int, offset: int = 0) -> Path:
 def bench_run(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     short = biased_copy(tiny_model_dir, tmp / "short")  # its EOS row ends samples early
+    skipper = biased_copy(tiny_model_dir, tmp / "skipper", add_skip=True)  # writes [SKIP]
     cfg = BenchConfig(
-        models=[f"base={tiny_model_dir}", f"short={short}"],
+        models=[f"base={tiny_model_dir}", f"short={short}", f"skipper={skipper}"],
         benchmarks=[  # not in name order: tables keep the given order
             str(problem_file(tmp / "beta.jsonl", 3)),
             str(problem_file(tmp / "alpha.jsonl", 5)),
@@ -69,7 +70,7 @@ def first_stating(steps, gold: str, n_thinking: int) -> int:
 def test_every_value_equals_an_independent_recount(bench_run):
     cfg, summary = bench_run
     table = pl.read_csv(Path(cfg.out) / "bench.csv")
-    assert table.height == 2 * 2 + 2  # (benchmark, model) pairs, then one average per model
+    assert table.height == 2 * 3 + 3  # (benchmark, model) pairs, then one average per model
     for r in table.filter(pl.col("benchmark") != "average").iter_rows(named=True):
         df = shards(cfg, r["model"], r["benchmark"])
         per = df.group_by("problem_id").agg(c=pl.col("correct").sum(), n=pl.len())
@@ -80,6 +81,10 @@ def test_every_value_equals_an_independent_recount(bench_run):
         assert r["steps"] == pytest.approx(df["n_steps"].mean())
         skips = [sum(s["is_skip"] for s in steps) for steps in df["steps"].to_list()]
         assert r["skips"] == pytest.approx(float(np.mean(skips)))
+        ratios = [k / len(st) for k, st in zip(skips, df["steps"].to_list(), strict=True) if st]
+        assert r["skip_ratio"] == pytest.approx(float(np.mean(ratios)) if ratios else 0.0)
+        if r["model"] == "skipper":
+            assert r["skips"] > 0 and 0 < r["skip_ratio"] <= 1  # not 0 against 0
         assert r["reasoning_tokens"] == pytest.approx(df["n_thinking_tokens"].mean())
         firsts = [
             first_stating(s, g, n)
@@ -110,8 +115,10 @@ def test_every_value_equals_an_independent_recount(bench_run):
             ).read_text()
         )
         assert r["tok_s"] == pytest.approx(timing["tokens"] / timing["seconds"])
+        per_problem = timing["seconds"] / (timing["rows"] / cfg.n_samples)
+        assert r["s_per_problem"] == pytest.approx(per_problem)
         assert timing["rows"] == df.height and timing["tokens"] == df["n_tokens"].sum()
-    for model in ("base", "short"):
+    for model in ("base", "short", "skipper"):
         avg = table.filter((pl.col("benchmark") == "average") & (pl.col("model") == model))
         parts = table.filter((pl.col("benchmark") != "average") & (pl.col("model") == model))
         for col in ("acc", "len", "l_acc", "pass@3"):
@@ -123,8 +130,9 @@ def test_every_value_equals_an_independent_recount(bench_run):
 def test_paired_differences_and_their_cis(bench_run):
     cfg, _ = bench_run
     paired = pl.read_csv(Path(cfg.out) / "paired.csv")
-    assert paired["model"].unique().to_list() == ["short"]
-    assert paired["benchmark"].to_list() == ["beta", "alpha", "all"]  # as given, pooled last
+    assert paired["model"].unique(maintain_order=True).to_list() == ["short", "skipper"]
+    # as given, pooled last
+    assert paired["benchmark"].to_list() == ["beta", "alpha", "all"] * 2
     diffs = {}
     for bench in ("alpha", "beta"):
         a = shards(cfg, "short", bench).group_by("problem_id").agg(pl.col("n_tokens").mean())
@@ -132,11 +140,14 @@ def test_paired_differences_and_their_cis(bench_run):
         d = a.join(b, on="problem_id").with_columns(d=pl.col("n_tokens") - pl.col("n_tokens_right"))
         d = d.sort("problem_id")
         diffs[bench] = d["d"].to_numpy()
-        row = paired.filter(pl.col("benchmark") == bench).row(0, named=True)
+        row = paired.filter((pl.col("benchmark") == bench) & (pl.col("model") == "short")).row(
+            0, named=True
+        )
         assert row["d_len"] == pytest.approx(d["d"].mean()) and row["problems"] == d.height
         low, high = bootstrap_ci(diffs[bench], n_boot=200)
         assert (row["d_len_low"], row["d_len_high"]) == pytest.approx((low, high))
-    pooled = paired.filter(pl.col("benchmark") == "all").row(0, named=True)
+    pooled = paired.filter((pl.col("benchmark") == "all") & (pl.col("model") == "short"))
+    pooled = pooled.row(0, named=True)
     assert pooled["problems"] == 8
     assert pooled["d_len"] == pytest.approx(np.concatenate(list(diffs.values())).mean())
 
