@@ -157,6 +157,42 @@ def test_ceeh_paper_recipes_hold_the_authors_settings():
             assert (ceeh.hard_weight, ceeh.easy_weight, ceeh.coef) == (5, 1, 0.001)
 
 
+# The CEEH authors' settings, transcribed from QinwenLuo/CEEH train.sh (commit c326628) and
+# verl's defaults it relies on; checked against the method presets, not against our recipes.
+CEEH_TRAIN_SH = {
+    "rollout.n": 12,
+    "kl_loss_coef": 0.001,  # low_var_kl = TRL's k3 estimator
+    "clip_ratio_high": 0.28,
+    "clip_ratio_low": 0.2,  # verl's default clip_ratio
+    "clip_ratio_c": 3.0,  # verl's default dual-clip constant
+    "entropy_advantage_alpha": 0.4,
+    "entropy_advantage_kappa": 2.0,
+    "length_rewards.reward_scale": 0.1,
+    "entropy_coeff": 0.0,  # verl's all-token entropy bonus stays off
+}
+
+
+def test_ceeh_presets_hold_the_authors_values():
+    from stepprune.rl.ceeh import CEEH
+    from stepprune.rl.methods import METHODS, build_extensions
+    from stepprune.rl.registry import build_rewards
+
+    a = CEEH_TRAIN_SH
+    for name, mode in (("ceeh", "me"), ("ceeh-ea", "ea")):
+        g = METHODS[name].grpo_args
+        assert g["num_generations"] == a["rollout.n"] and g["beta"] == a["kl_loss_coef"]
+        assert (g["epsilon"], g["epsilon_high"]) == (a["clip_ratio_low"], a["clip_ratio_high"])
+        assert g["delta"] == a["clip_ratio_c"] and g.get("entropy_coef", 0.0) == a["entropy_coeff"]
+        rewards = build_rewards(list(METHODS[name].rewards))
+        ext = next(e for e in build_extensions(name, {}, rewards) if isinstance(e, CEEH))
+        assert ext.mode == mode
+        assert (ext.alpha, ext.kappa) == (
+            a["entropy_advantage_alpha"],
+            a["entropy_advantage_kappa"],
+        )
+        assert ext.length_scale == a["length_rewards.reward_scale"]
+
+
 def test_paper_recipe_holds_the_papers_settings():
     cfg = build_config(GRPOStageConfig, REPO / "pipelines" / "grpo_r1_distill_7b_paper.yaml")
     g = cfg.grpo_args
