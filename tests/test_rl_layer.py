@@ -84,10 +84,20 @@ def hand_update(model_dir, batch, weights, lr, normaliser):
     return {n: -lr * p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_positive_only_update_equals_the_hand_update_from_positive_rollouts(eos_model, tmp_path):
+@pytest.mark.parametrize("loss_type", ["dapo", "bnpo", "cispo", "grpo", "dr_grpo"])
+def test_positive_only_update_equals_the_hand_update_from_positive_rollouts(
+    eos_model, tmp_path, loss_type
+):
     values, scale = [0.8, 0.0, 0.4, 0.0], 2.0
     trainer, before, after = train_one_step(
-        eos_model, tmp_path, [FixedReward(values)], [PositiveAbsolute(scale=scale), RolloutStats()]
+        eos_model,
+        tmp_path,
+        [FixedReward(values)],
+        [PositiveAbsolute(scale=scale), RolloutStats()],
+        loss_type=loss_type,
+        # CISPO clamps the ratio at epsilon_high itself (TRL's default 0.2 would scale the
+        # on-policy ratio 1 down to 0.2): a bound above 1 leaves the update unclipped
+        **({"epsilon_high": 5.0} if loss_type == "cispo" else {}),
     )
     batch = trainer.seen[0]
     adv = batch["advantages"].tolist()
@@ -101,7 +111,16 @@ def test_positive_only_update_equals_the_hand_update_from_positive_rollouts(eos_
     assert all(batch["completion_mask"][i].sum() > 0 for i in range(4))  # attention intact
     n_pos = int(loss_mask.sum())  # only positive rollouts count
     assert int(batch["num_items_in_batch"]) == n_pos
-    expected = hand_update(eos_model, batch, adv, SGD["learning_rate"], n_pos)
+    # The token-normalised losses divide by the positive rollouts' tokens alone (exact); grpo
+    # averages per-rollout token means over all 4 rollouts, dr_grpo divides by 4 x the cap
+    # (16): there the zero rollouts still dilute the update, as rl/eg.py says.
+    weights, normaliser = adv, n_pos
+    if loss_type == "grpo":
+        lengths = batch["completion_mask"].sum(1).tolist()
+        weights, normaliser = [a / n for a, n in zip(adv, lengths, strict=True)], 4
+    elif loss_type == "dr_grpo":
+        normaliser = 4 * 16
+    expected = hand_update(eos_model, batch, weights, SGD["learning_rate"], normaliser)
     for name, delta in expected.items():
         torch.testing.assert_close(after[name] - before[name], delta, rtol=2e-3, atol=2e-7)
     assert any(delta.abs().max() > 1e-5 for delta in expected.values())
