@@ -187,6 +187,39 @@ def test_me_gradient_is_the_hard_tokens_entropy_by_hand(eos_model, tmp_path):
     assert history["entropy/hard"] > 0 and history["entropy/easy"] is None  # no easy token
 
 
+def test_ea_goes_through_the_trainers_token_advantages_by_hand(eos_model, tmp_path):
+    """EA through RLTrainer's token_advantages hook: the update minus the plain one is
+    -lr * grad(-sum_t b_t log p_t / N), b_t = min(alpha H_t, |A| / kappa) on hard rows, H from
+    the model before the step (detached), alpha 0.4 and kappa 2 (the authors' values)."""
+    from transformers import AutoModelForCausalLM
+
+    plain, p0, p_plain = _train(eos_model, tmp_path / "plain", [])
+    ext = _ceeh(mode="ea")
+    for q in ("q0", "q1", "q2", "q3"):
+        ext.table.set(q, "acc", 1.0)  # every question hard
+    ea, _, p_ea = _train(eos_model, tmp_path / "ea", [ext])
+    batch = ea.seen[0]
+    assert batch["rl_hard"].all()
+    assert torch.equal(plain.seen[0]["completion_ids"], batch["completion_ids"])
+    model = AutoModelForCausalLM.from_pretrained(eos_model, dtype=torch.float32)
+    total, capped = torch.zeros(()), 0
+    for i in range(4):
+        prompt = batch["prompt_ids"][i][batch["prompt_mask"][i].bool()]
+        completion = batch["completion_ids"][i][batch["completion_mask"][i].bool()]
+        logits = model(torch.cat([prompt, completion])[None]).logits[0, len(prompt) - 1 : -1]
+        logp = torch.log_softmax(logits.float(), -1)
+        entropy = -(logp.exp() * logp).sum(-1).detach()
+        cap = batch["advantages"][i].abs() / 2.0
+        bonus = torch.minimum(0.4 * entropy, cap)
+        capped += int((0.4 * entropy > cap).sum())
+        total = total + (bonus * logp[torch.arange(len(completion)), completion]).sum()
+    (-total / batch["completion_mask"].sum()).backward()
+    assert capped > 0  # the |A| / kappa cap was reached somewhere: both branches are used
+    for name, param in model.named_parameters():
+        expected = -SGD["learning_rate"] * param.grad
+        torch.testing.assert_close(p_ea[name] - p_plain[name], expected, rtol=5e-3, atol=5e-7)
+
+
 # ---- the stage: refusals, and the state across a kill ----------------------------------------
 
 
