@@ -179,17 +179,18 @@ def answer_variants(variants, cfg: EvalConfig, tokenizer, results_dir) -> None:
     from tqdm.auto import tqdm
 
     from stepprune.evaluation.answer_prompts import distinct_prompts
+    from stepprune.evaluation.answering import answer_batch, answer_engine
     from stepprune.models import model_label
 
     variants, prompts = distinct_prompts(variants, tokenizer, cfg.max_prompt_tokens)
     log.info("%d distinct answer prompts for %d results", prompts.height, variants.height)
     label = model_label(cfg.model)
-    backend, spec = _backend(cfg)
+    backend, spec = answer_engine(cfg)
     bar = tqdm(total=variants.height, unit="result", desc="eval", dynamic_ncols=True)
     with _writer(cfg, results_dir) as writer:
         for start in range(0, prompts.height, cfg.batch_size):
             batch = prompts.slice(start, cfg.batch_size)
-            answers = _answer_batch(batch, backend, spec, cfg)
+            answers = answer_batch(batch, backend, spec, cfg)
             mine = variants.filter(pl.col("_pid").is_between(start, start + batch.height - 1))
             rows = mine.join(answers, on="_pid", how="inner").drop("_t", "_pid", "model")
             writer.write(
@@ -198,19 +199,6 @@ def answer_variants(variants, cfg: EvalConfig, tokenizer, results_dir) -> None:
             writer.maybe_flush()
             bar.update(rows.height)
     bar.close()
-
-
-def _backend(cfg: EvalConfig):
-    from stepprune.backends import SamplingSpec, load_backend
-    from stepprune.models import resolve_model
-
-    backend = load_backend(
-        cfg.backend, resolve_model(cfg.model), dtype=cfg.dtype, **cfg.engine_kwargs
-    )
-    spec = SamplingSpec(
-        greedy=True, max_new_tokens=cfg.answer_tokens, seed=cfg.seed, extra=cfg.sampling_kwargs
-    )
-    return backend, spec
 
 
 def _writer(cfg: EvalConfig, results_dir):
@@ -224,32 +212,6 @@ def _writer(cfg: EvalConfig, results_dir):
         rows_per_shard=cfg.rows_per_shard,
         tag=f"{time.time_ns():x}",
         flush_seconds=cfg.flush_seconds,
-    )
-
-
-def _answer_batch(batch, backend, spec, cfg: EvalConfig):
-    import polars as pl
-
-    from stepprune.cot.trajectory import completion_text
-    from stepprune.data import grading
-
-    prompts = batch["_ids"].to_list()
-    comps = backend.generate(prompts, spec)
-    texts, extracted, correct = [], [], []
-    for comp, lead, gold in zip(comps, batch["answer_lead_in"], batch["gold_answer"], strict=True):
-        text, _ = completion_text(backend.tokenizer, comp.token_ids, backend.stop_ids)
-        grade = grading.grade(lead + text, gold, timeout=cfg.grade_timeout)
-        texts.append(text)
-        extracted.append(grade.extracted)
-        correct.append(grade.correct)
-    created = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-    return batch.select("_pid").with_columns(
-        answer_prompt_tokens=pl.Series([len(p) for p in prompts], dtype=pl.Int32),
-        answer_text=pl.Series(texts, dtype=pl.String),
-        answer_finish_reason=pl.Series([c.finish_reason for c in comps], dtype=pl.String),
-        extracted_answer=pl.Series(extracted, dtype=pl.String),
-        correct=pl.Series(correct, dtype=pl.Boolean),
-        created_at=pl.lit(created),
     )
 
 
