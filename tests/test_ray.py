@@ -296,3 +296,42 @@ def test_vllm_engine_size_counts_tensor_and_pipeline_parallel(tmp_path):
     assert (
         GenerateWorker(GenerateConfig(backend="hf", engine_kwargs={}), [], "m").gpus_per_engine == 1
     )
+
+
+def test_eval_on_two_actors_equals_eval_in_one_process_and_resumes(
+    local_ray, tiny_model_dir, eval_cots, tmp_path
+):
+    from stepprune.schema import EVAL_RESULTS
+    from stepprune.stages.eval import EvalConfig, run
+
+    common = dict(
+        input=str(eval_cots),
+        model=str(tiny_model_dir),
+        kappas=[0.0, 0.5, 1.0],
+        strategies=["low", "random"],
+        random_seeds=2,
+        answer_tokens=4,
+        dtype="float32",
+        bootstrap=50,
+        batch_size=3,  # several units, so both actors answer
+    )
+    local = run(EvalConfig(out=str(tmp_path / "local"), **common))
+    ray_cfg = dict(out=str(tmp_path / "ray"), executor="ray", actors=2, **common)
+    first = run(EvalConfig(**{**ray_cfg, "limit": 2}))  # a partial run, then the rest
+    assert 0 < first["results"] < local["results"]
+    summary = run(EvalConfig(**ray_cfg))
+    key = list(EVAL_RESULTS.key)
+
+    def rows(out):
+        got = read_table(Path(out) / "results", EVAL_RESULTS).to_pylist()
+        keyed = Counter(tuple(r[k] for k in key) for r in got)
+        assert max(keyed.values()) == 1  # nothing answered twice
+        return {tuple(r[k] for k in key): r for r in got}
+
+    want, got = rows(tmp_path / "local"), rows(tmp_path / "ray")
+    assert set(got) == set(want) and summary["results"] == local["results"] == len(want)
+    for k, row in want.items():
+        assert {**got[k], "created_at": ""} == {**row, "created_at": ""}, k
+    names = [p.name for p in shard_files(tmp_path / "ray" / "results")]
+    assert all(n.startswith("part-ray-") for n in names), names
+    assert len({n.split("-")[2] for n in names}) >= 2, names  # actors of both runs wrote

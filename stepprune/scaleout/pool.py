@@ -58,7 +58,8 @@ class ShardActor:
             for rows in self.worker(todo):
                 writer.write(rows)
                 writer.maybe_flush()
-                tokens = sum(r["n_tokens"] for r in rows)
+                count = getattr(self.worker, "tokens", None)
+                tokens = count(rows) if count else sum(r["n_tokens"] for r in rows)
                 yield {
                     "rows": np.array([len(rows)]),
                     "tokens": np.array([tokens]),

@@ -1,5 +1,5 @@
-"""The engines a Ray actor holds: a generate backend or an exact rescorer, and the two stage
-entry points that hand them to the pool (``stepprune.scaleout.pool``)."""
+"""The engines a Ray actor holds: a generate backend, an exact rescorer or eval's answering
+engine, and the stage entry points that hand them to the pool (``stepprune.scaleout.pool``)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,64 @@ class ScoreWorker:
             yield rescore_group(group, self.rescorer, self.label)
 
 
+class EvalWorker:
+    """Answers eval's distinct answer prompts: a unit is a run of ``batch_size`` prompts, its
+    items the result rows (variants) those prompts answer, keyed as the results are; a prompt
+    whose results are all written already is not sent again."""
+
+    def __init__(self, cfg, variants, prompts, model_path: str, label: str):
+        self.cfg, self.variants, self.prompts = cfg, variants, prompts
+        self.model_path, self.label = model_path, label
+        self.backend = self.spec = None
+
+    def dataset(self, ray):
+        size, n = self.cfg.batch_size, self.prompts.height
+        units = [{"start": s, "stop": min(s + size, n)} for s in range(0, n, size)]
+        return ray.data.from_items(units, override_num_blocks=max(len(units), 1))
+
+    def setup(self) -> None:
+        import dataclasses
+
+        from stepprune.evaluation.answering import answer_engine
+
+        self.backend, self.spec = answer_engine(
+            dataclasses.replace(self.cfg, model=self.model_path)
+        )
+
+    def items(self, batch) -> list[dict]:
+        import polars as pl
+
+        bounds = zip(batch["start"].tolist(), batch["stop"].tolist(), strict=True)
+        return [
+            row
+            for start, stop in bounds
+            for row in self.variants.filter(pl.col("_pid").is_between(start, stop - 1)).to_dicts()
+        ]
+
+    def key(self, row: dict) -> tuple:
+        from stepprune.schema import EVAL_RESULTS
+
+        return tuple(row[c] for c in EVAL_RESULTS.key)
+
+    def tokens(self, rows: list[dict]) -> int:
+        return sum(r["answer_prompt_tokens"] for r in rows)
+
+    def __call__(self, rows: list[dict]):
+        import polars as pl
+
+        from stepprune.evaluation.answering import answer_batch
+
+        if not rows:
+            return
+        todo = pl.DataFrame(rows, schema=self.variants.schema)
+        batch = self.prompts.filter(pl.col("_pid").is_in(todo["_pid"].unique().to_list()))
+        answers = answer_batch(batch, self.backend, self.spec, self.cfg)
+        out = todo.join(answers, on="_pid", how="inner").drop("_t", "_pid", "model")
+        yield out.with_columns(
+            backend=pl.lit(self.cfg.backend), model=pl.lit(self.label)
+        ).to_dicts()
+
+
 def _absolute(path: str) -> str:
     """Actors do not run in the driver's directory: local paths travel absolute."""
     return str(Path(path).resolve()) if Path(path).exists() else path
@@ -149,4 +207,28 @@ def score_on_ray(cfg, dtype: str, worker=None) -> float:
         batch_size=1,
         writer_kwargs=_writer_kwargs(cfg),
         desc="rescore",
+    )
+
+
+def eval_on_ray(cfg, variants, prompts, results_dir, worker=None) -> float:
+    """Answer eval's ``prompts`` on the Ray pool, writing every row of ``variants`` into
+    ``results_dir``: the rows a local run writes, resumable by result key."""
+    from stepprune.models import model_label, resolve_model
+    from stepprune.scaleout.pool import run_pool
+    from stepprune.schema import EVAL_RESULTS
+
+    if not variants.height:
+        return 0.0
+    label = model_label(cfg.model)
+    path = _absolute(resolve_model(cfg.model))
+    worker = worker or EvalWorker(cfg, variants, prompts, path, label)
+    return run_pool(
+        worker,
+        results_dir,
+        EVAL_RESULTS,
+        cfg,
+        total=variants.height,
+        batch_size=1,
+        writer_kwargs=_writer_kwargs(cfg),
+        desc="eval",
     )
