@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+ARCHS = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "llama": ("LlamaConfig", "LlamaForCausalLM")}
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -23,11 +25,12 @@ CORPUS = [
 ]
 
 
-def make_tiny_model(path: Path, seed: int = 0) -> Path:
+def make_tiny_model(path: Path, seed: int = 0, arch: str = "qwen2") -> Path:
     """A byte-level BPE tokenizer and a random 2-layer Qwen2 (hidden 64, head_dim 64)."""
     import torch
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    import transformers
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(models.BPE())
@@ -55,7 +58,10 @@ def make_tiny_model(path: Path, seed: int = 0) -> Path:
         chat_template=CHAT_TEMPLATE,
     )
     vocab = (len(fast) + 63) // 64 * 64
-    config = Qwen2Config(
+    if arch not in ARCHS:
+        raise ValueError(f"arch {arch!r}: one of {', '.join(ARCHS)}")
+    config_cls, model_cls = (getattr(transformers, name) for name in ARCHS[arch])
+    config = config_cls(
         vocab_size=vocab,
         hidden_size=64,
         intermediate_size=128,
@@ -69,7 +75,7 @@ def make_tiny_model(path: Path, seed: int = 0) -> Path:
         bos_token_id=None,
     )
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
+    model = model_cls(config)
     # Larger-than-default logits make the random model's distributions non-uniform, so the
     # entropy tests compare values that actually vary from token to token.
     with torch.no_grad():
