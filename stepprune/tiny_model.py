@@ -28,8 +28,8 @@ CORPUS = [
 def make_tiny_model(path: Path, seed: int = 0, arch: str = "qwen2") -> Path:
     """A byte-level BPE tokenizer and a random 2-layer Qwen2 (hidden 64, head_dim 64)."""
     import torch
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     import transformers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

@@ -100,8 +100,21 @@ def token_char_offsets(tokenizer, token_ids: list[int]) -> tuple[str, list[tuple
 
     A token owns the characters whose first byte it carries (module rules): the token that
     starts a multi-byte character owns it, tokens holding only its later bytes get an empty
-    span. Special tokens decode as their text (``skip_special_tokens=False``).
+    span. Special tokens decode as their text (``skip_special_tokens=False``). Byte-level BPE
+    tokenizers take the fast path of ``cot.byte_offsets`` (the same spans, one decode in all).
     """
+    from stepprune.cot.byte_offsets import byte_level_offsets, is_byte_level
+
+    if is_byte_level(tokenizer):
+        reference = tokenizer.decode(token_ids, skip_special_tokens=False)
+        fast = byte_level_offsets(tokenizer, token_ids, reference)
+        if fast is not None:
+            return fast
+    return incremental_offsets(tokenizer, token_ids)
+
+
+def incremental_offsets(tokenizer, token_ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """``token_char_offsets`` by decoding a short window before and after every token."""
     text, offsets, window = "", [], 6
     pending_from, waiting = 0, []  # waiting: decodes ending inside a character not yet complete
     for i in range(len(token_ids)):
