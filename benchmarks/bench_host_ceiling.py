@@ -194,25 +194,25 @@ def main() -> None:
         count = max(2, a.tokens // n)
         problems = [Problem(f"p{i}", "bench", f"What is {i} + {i}?", "72") for i in range(count)]
         with tempfile.TemporaryDirectory() as tmp:
-            engine = fake_engine(model, outputs, None)
-            seconds, tokens = run_generate(cfg, engine, problems, Path(tmp) / "g0")
-            print(f"{n:6d}-token CoTs: host ceiling {tokens / seconds:,.0f} tok/s ({count} rows)")
-            for rate in a.rates:
-                engine = fake_engine(model, outputs, rate)
-                wall, _ = run_generate(cfg, engine, problems, Path(tmp) / f"g{rate:.0f}")
-                wait = (wall - engine.engine_seconds) / wall
-                print(
-                    f"        engine at {rate:,.0f} tok/s: the engine waits {100 * wait:.1f} % of the time"
-                )
-            print(
-                f"        score without the forward: {score_host(Path(tmp) / 'g0', model):,.0f} tok/s"
-            )
-            print(
-                f"        eval prompt building: {eval_prompts_host(Path(tmp) / 'g0', model):,.0f} thinking tok/s"
-            )
-            engine = fake_engine(model, outputs, None)
-            top = profile_top(lambda: run_generate(cfg, engine, problems, Path(tmp) / "gp"))
-            print("        where host time goes (own time, top calls):\n" + top)
+            measure(n, cfg, model, outputs, problems, a.rates, Path(tmp))
+
+
+def measure(n: int, cfg, model: str, outputs: list, problems: list, rates, tmp: Path) -> None:
+    pad = " " * 8
+    engine = fake_engine(model, outputs, None)
+    seconds, tokens = run_generate(cfg, engine, problems, tmp / "g0")
+    print(f"{n:6d}-token CoTs: host ceiling {tokens / seconds:,.0f} tok/s ({len(problems)} rows)")
+    for rate in rates:
+        engine = fake_engine(model, outputs, rate)
+        wall, _ = run_generate(cfg, engine, problems, tmp / f"g{rate:.0f}")
+        wait = 100 * (wall - engine.engine_seconds) / wall
+        print(f"{pad}engine at {rate:,.0f} tok/s: the engine waits {wait:.1f} % of the time")
+    print(f"{pad}score without the forward: {score_host(tmp / 'g0', model):,.0f} tok/s")
+    rate = eval_prompts_host(tmp / "g0", model)
+    print(f"{pad}eval prompt building: {rate:,.0f} thinking tok/s")
+    engine = fake_engine(model, outputs, None)
+    top = profile_top(lambda: run_generate(cfg, engine, problems, tmp / "gp"))
+    print(f"{pad}where host time goes (own time, top calls):\n{top}")
 
 
 if __name__ == "__main__":
