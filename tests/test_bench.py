@@ -311,3 +311,24 @@ def test_model_names_that_are_paths_are_refused_at_config_time():
             BenchConfig(models=[f"{name}=some/model"])
     named = BenchConfig(models=["base=m1", "sft-k0.8=m2", "v1.2_x=m3"]).named_models()
     assert named == {"base": "m1", "sft-k0.8": "m2", "v1.2_x": "m3"}
+
+
+def test_rows_beyond_this_runs_limit_and_samples_stay_out_of_the_tables(bench_run, tmp_path):
+    import dataclasses
+    import shutil
+
+    from stepprune.evaluation.bench_report import write_report
+
+    cfg, _ = bench_run
+    out = tmp_path / "out"
+    shutil.copytree(cfg.out, out)
+    small = dataclasses.replace(cfg, out=str(out), limit=2, n_samples=2)
+    table = pl.DataFrame(write_report(small)["table"])
+    for r in table.filter(pl.col("benchmark") != "average").iter_rows(named=True):
+        df = shards(cfg, r["model"], r["benchmark"])  # the full rows: 3 samples, every problem
+        ids = sorted(df["problem_id"].unique().to_list(), key=lambda p: int(p.split("-")[-1]))
+        kept = df.filter(pl.col("problem_id").is_in(ids[:2]) & (pl.col("sample_index") < 2))
+        assert (r["problems"], r["samples"]) == (2, 2)
+        assert r["len"] == pytest.approx(kept["n_tokens"].mean())
+        per = kept.group_by("problem_id").agg(pl.col("correct").mean())
+        assert r["acc"] == pytest.approx(per["correct"].mean())

@@ -33,8 +33,8 @@ from stepprune.evaluation.metrics import bootstrap_ci, l_acc, mean_pass_at_k
 
 AVERAGE = "average"
 EFFICIENCY_TABLE = ["benchmark", "model", "acc", *EFFICIENCY_COLUMNS]
-COLUMNS = ["problem_id", "gold_answer", "correct", "n_tokens", "n_thinking_tokens", "n_steps"]
-COLUMNS += ["steps"]
+COLUMNS = ["problem_id", "sample_index", "gold_answer", "correct", "n_tokens", "n_thinking_tokens"]
+COLUMNS += ["n_steps", "steps"]
 
 
 def load_rows(cfg):
@@ -48,17 +48,30 @@ def load_rows(cfg):
     from stepprune.shards import read_table
 
     frames = []
-    for name in cfg.entry_names():
-        for source in cfg.benchmarks:
-            bench = benchmark_name(source)
+    for source in cfg.benchmarks:
+        bench = benchmark_name(source)
+        wanted = _problem_ids(cfg, source)
+        for name in cfg.entry_names():
             table = read_table(pair_dir(cfg.out, name, bench), GENERATIONS, COLUMNS)
-            df = pl.from_arrow(table).with_columns(
+            # rows an earlier run made beyond this run's limit or n_samples stay out
+            df = pl.from_arrow(table).filter(
+                pl.col("problem_id").is_in(wanted) & (pl.col("sample_index") < cfg.n_samples)
+            )
+            df = df.with_columns(
                 n_skip=pl.col("steps").list.eval(pl.element().struct.field("is_skip")).list.sum(),
                 model=pl.lit(name),
                 benchmark=pl.lit(bench),
             )
             frames.append(efficiency_columns(df, cfg.reflection_markers).drop("steps"))
-    return pl.concat(frames)
+    rows = pl.concat(frames)
+    order = {name: i for i, name in enumerate(cfg.entry_names())}
+    return rows.sort(pl.col("model").replace_strict(order), maintain_order=True)
+
+
+def _problem_ids(cfg, source: str) -> list[str]:
+    from stepprune.data.load import load_problems
+
+    return [p.id for p in load_problems(source, data_dir=cfg.data_dir, limit=cfg.limit)]
 
 
 def ks(n: int) -> list[int]:
