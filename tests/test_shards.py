@@ -160,3 +160,26 @@ def test_truncated_shard_file_is_reported_not_skipped(tmp_path):
     f.write_bytes(f.read_bytes()[:100])
     with pytest.raises(SchemaError, match=f.name):
         read_table(tmp_path, TOY)
+
+
+def test_buffered_rows_are_flushed_once_flush_seconds_have_passed(tmp_path, monkeypatch):
+    import stepprune.shards as shards
+
+    clock = [1000.0]
+    monkeypatch.setattr(shards.time, "monotonic", lambda: clock[0])
+    with ShardWriter(tmp_path, TOY, rows_per_shard=100, tag="t", flush_seconds=60.0) as w:
+        w.write(rows(3))
+        clock[0] += 59.0
+        w.maybe_flush()  # 59 s since the writer opened: the rows stay buffered
+        assert shard_files(tmp_path) == []
+        clock[0] += 1.0
+        w.maybe_flush()  # 60 s: written
+        assert [len(read_table(f, TOY)) for f in shard_files(tmp_path)] == [3]
+        w.write(rows(2, start=3))
+        clock[0] += 30.0
+        w.maybe_flush()  # 30 s after the last flush: buffered again
+        assert len(shard_files(tmp_path)) == 1
+        clock[0] += 30.0
+        w.maybe_flush()
+        ids = [r["id"] for f in shard_files(tmp_path) for r in read_table(f, TOY).to_pylist()]
+        assert ids == ["r0", "r1", "r2", "r3", "r4"]
