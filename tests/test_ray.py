@@ -234,8 +234,10 @@ def test_executor_options_are_checked_before_any_work(problems, tiny_model_dir, 
         _cfg(problems, tiny_model_dir, tmp_path, executor="slurm")
     with pytest.raises(ValueError, match="actors must be >= 1"):
         _cfg(problems, tiny_model_dir, tmp_path, executor="ray", actors=0)
-    with pytest.raises(ValueError, match="--executor ray balances"):
+    with pytest.raises(ValueError, match="--executor ray balances the problems itself: drop"):
         _cfg(problems, tiny_model_dir, tmp_path, executor="ray", num_shards=2)
+    with pytest.raises(ValueError, match="--executor ray does not rescore: drop --rescore"):
+        _cfg(problems, tiny_model_dir, tmp_path, executor="ray", rescore=True)
 
 
 def test_bench_hands_its_executor_to_every_generate_call(tmp_path):

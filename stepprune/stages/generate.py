@@ -47,10 +47,12 @@ class GenerateConfig(SamplingOptions, ExecutorOptions):
         ExecutorOptions.__post_init__(self)
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"--shard-index {self.shard_index} not in [0, {self.num_shards})")
-        if self.executor == "ray" and (self.num_shards > 1 or self.rescore):
+        if self.executor == "ray" and self.num_shards > 1:
+            raise ValueError("--executor ray balances the problems itself: drop --num-shards")
+        if self.executor == "ray" and self.rescore:
             raise ValueError(
-                "--executor ray balances the problems itself and does not rescore: drop "
-                "--num-shards/--rescore and run `stepprune score --executor ray` after a top-k run"
+                "--executor ray does not rescore: drop --rescore and run "
+                "`stepprune score --executor ray` on the top-k rows afterwards"
             )
         try:
             re.compile(self.step_pattern)
