@@ -13,8 +13,23 @@ import logging
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
+
+
+class DefaultsGroup(TyperGroup):
+    """Commands whose ``--help`` shows each option's default from its stage config."""
+
+    def get_command(self, ctx, cmd_name):
+        from stepprune.config_docs import show_defaults
+
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            show_defaults(cmd_name, command)
+        return command
+
 
 app = typer.Typer(
+    cls=DefaultsGroup,
     help="Step-entropy chain-of-thought compression: generate, score, prune, eval, sft, grpo, "
     "bench.",
     no_args_is_help=True,

@@ -1,4 +1,5 @@
-"""Every field of a stage config with its default and meaning, for ``stepprune config STAGE``.
+"""Every field of a stage config with its default and meaning, for ``stepprune config STAGE``,
+and those defaults in every command's ``--help``.
 
 The meaning is the comment after the field in the dataclass source (the one place it is
 written); fields without one are listed with their type. The output is valid YAML, so it can be
@@ -42,3 +43,26 @@ def describe(cls: type) -> str:
         note = notes.get(field.name) or (field.type if isinstance(field.type, str) else "")
         lines.append(f"{field.name}: {value}" + (f"  # {note}" if note else ""))
     return "\n".join(lines)
+
+
+# A flag whose name is not its config field's (bench's repeatable --model fills ``models``).
+FLAG_FIELDS = {("bench", "model"): "models", ("bench", "benchmark"): "benchmarks"}
+FLAG_FIELDS |= {("bench", "baseline"): "baselines"}
+
+
+def show_defaults(stage: str, command) -> None:
+    """Give each option of ``command`` (a click command for ``stage``) its config field's
+    default as the ``[default: ...]`` its help shows. The options themselves default to None,
+    so that only a flag given on the command line overrides the recipe."""
+    from stepprune.stages import CONFIGS, config_class
+
+    if stage not in CONFIGS:
+        return
+    fields = {f.name: f for f in dataclasses.fields(config_class(stage))}
+    for param in command.params:
+        name = FLAG_FIELDS.get((stage, param.name), param.name)
+        if name not in fields or param.default is not None or isinstance(param.show_default, str):
+            continue
+        value = field_default(fields[name])
+        if value not in (None, "", [], {}):
+            param.show_default = value if isinstance(value, str) else json.dumps(value)

@@ -4,6 +4,8 @@ stage's default config, with every field and the meanings written beside the fie
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 
@@ -123,3 +125,36 @@ def test_each_stage_hints_the_next_command(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == f"next: {NEXT['generate'].format(out=gen)}"
+
+
+def test_every_help_shows_the_config_defaults():
+    import click
+    import typer
+
+    from stepprune.cli import app
+    from stepprune.config import field_default
+    from stepprune.stages import CONFIGS, config_class
+
+    group = typer.main.get_command(app)
+    ctx = click.Context(group)
+    checked = 0
+    for stage in CONFIGS:
+        command = group.get_command(ctx, stage)
+        fields = {f.name: field_default(f) for f in dataclasses.fields(config_class(stage))}
+        aliases = {"model": "models", "benchmark": "benchmarks", "baseline": "baselines"}
+        for param in command.params:
+            name = aliases.get(param.name, param.name) if stage == "bench" else param.name
+            value = fields.get(name)
+            if name in fields and value not in (None, "", [], {}):
+                shown = value if isinstance(value, str) else json.dumps(value)
+                assert param.show_default == shown, (stage, param.name)
+                checked += 1
+    assert checked >= 40
+    done = subprocess.run(
+        [*CLI, "generate", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    line = next(x for x in done.stdout.splitlines() if "--temperature" in x)
+    assert "[default: (0.6)]" in line
