@@ -25,10 +25,8 @@ CORPUS = [
 ]
 
 
-def make_tiny_model(path: Path, seed: int = 0, arch: str = "qwen2") -> Path:
-    """A byte-level BPE tokenizer and a random 2-layer Qwen2 (hidden 64, head_dim 64)."""
-    import torch
-    import transformers
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained on ``CORPUS`` (vocabulary 400, chat template)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -50,19 +48,27 @@ def make_tiny_model(path: Path, seed: int = 0, arch: str = "qwen2") -> Path:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS * 20, trainer)
-    fast = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         bos_token=None,
         chat_template=CHAT_TEMPLATE,
     )
-    vocab = (len(fast) + 63) // 64 * 64
+
+
+def make_tiny_model(path: Path, seed: int = 0, arch: str = "qwen2") -> Path:
+    """``tiny_tokenizer`` and a random 2-layer model (``arch`` qwen2 or llama; hidden 64,
+    head_dim 64, vocabulary padded to a multiple of 64)."""
+    import torch
+    import transformers
+
     if arch not in ARCHS:
         raise ValueError(f"arch {arch!r}: one of {', '.join(ARCHS)}")
+    fast = tiny_tokenizer()
     config_cls, model_cls = (getattr(transformers, name) for name in ARCHS[arch])
     config = config_cls(
-        vocab_size=vocab,
+        vocab_size=(len(fast) + 63) // 64 * 64,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,

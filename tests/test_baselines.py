@@ -140,3 +140,34 @@ def test_bench_runs_every_baseline_and_pairs_the_match(tiny_model_dir, tmp_path)
     d = shard("short")["n_tokens"].mean() - shard("m")["n_tokens"].mean()
     assert paired.filter(pl.col("base") == "m")["d_len"][0] == pytest.approx(d)
     assert (tmp_path / "out" / "frontier.png").stat().st_size > 1000
+
+
+def test_a_prompt_that_closed_the_thinking_leaves_no_thinking(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from stepprune.backends import Completion
+    from stepprune.cot.trajectory import RunInfo, build_row
+    from stepprune.data.load import Problem
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tok("So 1 + 2 = 3.\n\nThe answer is \\boxed{3}.", add_special_tokens=False)["input_ids"]
+    ids.append(tok.eos_token_id)
+    comp = Completion(ids, [0.5] * len(ids), [-0.1] * len(ids), "stop", "exact")
+    info = RunInfo(model="m", backend="hf", sampling={}, versions={}, step_pattern=r"\n\s*\n")
+    prompt = "<|im_start|>assistant\n<think>\n" + NOTHINK  # NoThinking's prefill
+    row = build_row(Problem("p", "s", "1 + 2?", "3"), 0, prompt, [1], comp, tok, {ids[-1]}, info, 0)
+    assert (row["n_thinking_tokens"], row["n_steps"], row["thinking"]) == (0, 0, "")
+    assert row["correct"] and row["answer_text"].startswith("So 1 + 2 = 3.")
+    # the same completion after an open prompt: its first paragraph is thinking
+    open_row = build_row(
+        Problem("p", "s", "1 + 2?", "3"),
+        0,
+        "<|im_start|>assistant\n",
+        [1],
+        comp,
+        tok,
+        {ids[-1]},
+        info,
+        0,
+    )
+    assert open_row["n_steps"] == 1 and open_row["n_thinking_tokens"] > 0

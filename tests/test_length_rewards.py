@@ -97,6 +97,11 @@ def test_group_length_fills_each_question_from_its_own_rollouts():
     whole.on_rewards(batch)  # min 10, max 300 over all four
     lam = [0.5 - (n - 10) / 290 for n in (10, 30, 100, 300)]
     assert batch.column("kimi_length").tolist() == pytest.approx([lam[0], lam[1], 0.0, lam[3]])
+    # groups are TRL's (num_generations consecutive rollouts): a question id repeated in the
+    # dataset does not merge two prompts' rollouts
+    same_id = gathered(["a", "a", "a", "a"], [True, True, False, True], [10, 30, 100, 300])
+    GroupLength("kimi", "eg_answer", "kimi_length").on_rewards(same_id)
+    assert same_id.column("kimi_length").tolist() == [0.5, -0.5, 0.0, -0.5]
     warm = GroupLength("kimi", "eg_answer", "kimi_length", warmup_steps=3)
     batch = gathered(["a", "a"], [True, True], [10, 30], step=2)
     warm.on_rewards(batch)  # still warming up: no length reward
@@ -113,7 +118,10 @@ def test_presets_wire_rewards_options_and_stages(tmp_path):
         method="thinkprune",
         out=str(tmp_path / "tp"),
         extra_rewards=["soft_overlong"],
-        reward_kwargs={"thinkprune": {"require_think": False}},
+        reward_kwargs={
+            "thinkprune": {"require_think": False},
+            "soft_overlong": {"max_completion_len": 4000, "soft_punish_cache": 1000},
+        },
         stages={"thinkprune-3": {"reward_kwargs": {"thinkprune": {"max_tokens": 150}}}},
     )
     stages = stage_configs(cfg)
@@ -130,6 +138,15 @@ def test_presets_wire_rewards_options_and_stages(tmp_path):
     assert GroupLength(**sb.extensions["group_length"]).beta == 0.001  # their beta
     with pytest.raises(ValueError, match="already among"):
         reward_names(GRPOStageConfig(method="kimi", extra_rewards=["eg_answer"]))
+    # one limit for the whole sequence would make the three stages the same
+    for bad in (
+        {"grpo_args": {"max_completion_length": 300}},
+        {"reward_kwargs": {"thinkprune": {"max_tokens": 300}}},
+    ):
+        with pytest.raises(ValueError, match="each stage has its own length limit"):
+            stage_configs(GRPOStageConfig(method="thinkprune", out=str(tmp_path / "x"), **bad))
+    with pytest.raises(ValueError, match="reward 'soft_overlong': bad options"):
+        build_rewards(["soft_overlong"])  # no default far above the run's cap
 
 
 class ParityCorrect:

@@ -11,7 +11,14 @@ import json
 from datetime import UTC, datetime
 
 from stepprune.backends import Completion
-from stepprune.cot.steps import build_steps, split_thinking, token_char_offsets
+from stepprune.cot.steps import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    ThinkingSplit,
+    build_steps,
+    split_thinking,
+    token_char_offsets,
+)
 from stepprune.data import grading
 from stepprune.data.load import Problem
 
@@ -49,7 +56,12 @@ def build_row(
     seed: int,
 ) -> dict:
     text, offsets = completion_text(tokenizer, comp.token_ids, stop_ids)
-    split = split_thinking(text, info.step_pattern, think_open=prompt.rstrip().endswith("<think>"))
+    if prompt.rstrip().endswith(THINK_CLOSE):  # the prompt closed it (NoThinking's prefill)
+        split = ThinkingSplit("think_tags", 0, 0, 0)
+    else:
+        split = split_thinking(
+            text, info.step_pattern, think_open=prompt.rstrip().endswith(THINK_OPEN)
+        )
     steps, n_thinking = build_steps(text, offsets, comp.entropies, split, info.step_pattern)
     grade = grading.grade(text[split.answer_start :], problem.answer, timeout=info.grade_timeout)
     return {

@@ -35,7 +35,7 @@ def verified_kappas(eval_dir: str, cfg) -> pl.DataFrame:
     if not settings_file.exists():
         raise FileNotFoundError(
             f"--eval {eval_dir}: no eval_settings.json, so how it pruned is unknown; "
-            "rerun stepprune eval into that folder (it resumes) to record it"
+            "rerun stepprune eval into a new --out"
         )
     settings = json.loads(settings_file.read_text())
     differ = [

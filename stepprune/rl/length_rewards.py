@@ -23,7 +23,8 @@ Where each constant comes from:
   code grades the text of a rollout cut at L, so one that already wrote a boxed answer can still
   score; the paper discards it (zero reward), and so does this reward.
 - DAPO's soft overlong punishment (arXiv 2503.14476, Eq. 13): TRL's own
-  ``trl.rewards.get_soft_overlong_punishment``; DAPO's L_max 20480 and cache 4096 (sec. 4.1).
+  ``trl.rewards.get_soft_overlong_punishment``; DAPO's L_max 20480 and cache 4096 (sec. 4.1),
+  required options here (set them from the run's ``max_completion_length``).
 
 Kimi's and ShorterBetter's length parts need every rollout of a problem, which may sit on other
 processes: like CEEH's, those rewards return None and the ``GroupLength`` extension fills them in
@@ -118,11 +119,13 @@ class ThinkPruneReward(_AnswerReward):
 class SoftOverlongReward(Reward):
     """DAPO's soft overlong punishment, computed by TRL's ``get_soft_overlong_punishment``:
     0 for |y| <= L_max - L_cache, (L_max - L_cache - |y|) / L_cache up to L_max, -1 beyond.
-    Usable beside any method's rewards (``extra_rewards: [soft_overlong]``)."""
+    Usable beside any method's rewards (``extra_rewards: [soft_overlong]``). Both lengths are
+    required: a default far above the run's generation cap would never punish (DAPO used
+    20480 and 4096 with generation capped at 20480)."""
 
     name = "soft_overlong"
 
-    def __init__(self, max_completion_len=20480, soft_punish_cache=4096, tokenizer=None):
+    def __init__(self, max_completion_len: int, soft_punish_cache: int, tokenizer=None):
         from trl.rewards import get_soft_overlong_punishment
 
         super().__init__(tokenizer)
@@ -140,7 +143,8 @@ class SoftOverlongReward(Reward):
 
 class GroupLength(Extension):
     """Fills a group length reward (``length``) from the gathered batch: ``rule`` kimi or
-    shorterbetter over each problem's rollouts (``scope="question"``) or the whole batch.
+    shorterbetter over each prompt's rollouts (``scope="question"``: TRL's group of
+    ``num_generations``) or the whole batch.
     Correct rollouts are those whose ``correctness`` reward is > 0."""
 
     name = "group_length"
@@ -163,9 +167,12 @@ class GroupLength(Extension):
 
         correct = (torch.nan_to_num(batch.column(self.correctness), nan=0.0) > 0).tolist()
         lengths = batch.lengths.tolist()
-        groups: dict[str, list[int]] = {}
-        for i, q in enumerate(batch.question_ids):
-            groups.setdefault(q if self.scope == "question" else "", []).append(i)
+        # TRL's groups: the num_generations consecutive rollouts of one prompt (by position,
+        # so a question id repeated in the dataset cannot merge two groups)
+        groups: dict[int, list[int]] = {}
+        for i in range(len(lengths)):
+            key = i // batch.num_generations if self.scope == "question" else 0
+            groups.setdefault(key, []).append(i)
         out = [0.0] * len(lengths)
         if batch.step >= self.warmup_steps:
             for idx in groups.values():

@@ -35,6 +35,7 @@ def stage_configs(cfg) -> list:
     from stepprune.rl.registry import build_rewards
 
     order = list(cfg.order or SEQUENCES[cfg.method])
+    _check_stage_limits(cfg)
     fields = {f.name for f in dataclasses.fields(cfg)}
     configs = []
     for i, name in enumerate(order):
@@ -57,6 +58,19 @@ def stage_configs(cfg) -> list:
         build_extensions(stage.method, stage.method_kwargs, rewards)
         configs.append(stage)
     return configs
+
+
+def _check_stage_limits(cfg) -> None:
+    """ThinkPrune's stages differ only in their length limit: one set for the whole sequence
+    would silently make every stage the same."""
+    if cfg.method != "thinkprune":
+        return
+    limit = (cfg.reward_kwargs.get("thinkprune") or {}).get("max_tokens")
+    if limit is not None or "max_completion_length" in cfg.grpo_args:
+        raise ValueError(
+            "thinkprune: each stage has its own length limit; set grpo_args."
+            "max_completion_length and reward_kwargs.thinkprune.max_tokens under stages.<stage>"
+        )
 
 
 def _merge(base: dict, override: dict, key: str) -> dict:

@@ -100,6 +100,7 @@ class EvalWorker:
         self.cfg, self.variants, self.prompts = cfg, variants, prompts
         self.model_path, self.label = model_path, label
         self.backend = self.spec = None
+        self.last_tokens = 0
 
     def dataset(self, ray):
         size, n = self.cfg.batch_size, self.prompts.height
@@ -131,7 +132,9 @@ class EvalWorker:
         return tuple(row[c] for c in EVAL_RESULTS.key)
 
     def tokens(self, rows: list[dict]) -> int:
-        return sum(r["answer_prompt_tokens"] for r in rows)
+        """Prompt tokens of the last answered batch: each distinct prompt once, however many
+        result rows share it (the pool asks right after each yielded list)."""
+        return self.last_tokens
 
     def __call__(self, rows: list[dict]):
         import polars as pl
@@ -143,6 +146,7 @@ class EvalWorker:
         todo = pl.DataFrame(rows, schema=self.variants.schema)
         batch = self.prompts.filter(pl.col("_pid").is_in(todo["_pid"].unique().to_list()))
         answers = answer_batch(batch, self.backend, self.spec, self.cfg)
+        self.last_tokens = int(answers["answer_prompt_tokens"].sum())
         out = todo.join(answers, on="_pid", how="inner").drop("_t", "_pid", "model")
         yield out.with_columns(
             backend=pl.lit(self.cfg.backend), model=pl.lit(self.label)

@@ -165,10 +165,11 @@ def run(cfg: BenchConfig) -> dict:
         for source in cfg.benchmarks:
             _generate(generate, generate_config(cfg, model, source, _pair(cfg, name, source)))
     base_model = models[cfg.base_name]
-    for name, b in cfg.named_baselines().items():
-        style = _thinking_style(cfg, base_model)
+    baselines = cfg.named_baselines()
+    style = _thinking_style(cfg, base_model) if baselines else None
+    for name, b in baselines.items():
         for source in cfg.benchmarks:
-            budget = _mean_thinking(_pair(cfg, b.match, source)) if b.match else None
+            budget = _mean_thinking(cfg, b.match, source) if b.match else None
             overrides = generate_overrides(b, style, budget)
             out = _pair(cfg, name, source)
             _generate(generate, generate_config(cfg, base_model, source, out, **overrides))
@@ -196,13 +197,22 @@ def _thinking_style(cfg, model: str) -> str:
     return thinking_style(AutoTokenizer.from_pretrained(resolve_model(model)), cfg.system_prompt)
 
 
-def _mean_thinking(out: Path) -> float:
-    """A model's mean thinking tokens on one benchmark, from its shards."""
+def _mean_thinking(cfg, model: str, source: str) -> float:
+    """A model's mean thinking tokens on one benchmark, over the rows the tables count (this
+    run's limit and n_samples), so a resume with the same settings gets the same budget."""
+    import polars as pl
+
+    from stepprune.data.load import load_problems
     from stepprune.schema import GENERATIONS
     from stepprune.shards import read_table
 
-    values = read_table(out, GENERATIONS, columns=["n_thinking_tokens"])["n_thinking_tokens"]
-    return sum(values.to_pylist()) / len(values)
+    ids = [p.id for p in load_problems(source, data_dir=cfg.data_dir, limit=cfg.limit)]
+    cols = ["problem_id", "sample_index", "n_thinking_tokens"]
+    rows = pl.from_arrow(read_table(_pair(cfg, model, source), GENERATIONS, columns=cols))
+    rows = rows.filter(pl.col("problem_id").is_in(ids) & (pl.col("sample_index") < cfg.n_samples))
+    if not rows.height:
+        raise ValueError(f"budget:match={model}: {model} has no rows on {source} to match")
+    return float(rows["n_thinking_tokens"].mean())
 
 
 def _rows_and_tokens(out: Path) -> tuple[int, int]:
