@@ -126,6 +126,19 @@ def _common(device: str) -> dict:
     )
 
 
+def _one_step(trainer) -> dict:
+    """Train ``trainer`` (one step): its loss, time, device and largest weight change."""
+    before = {n: p.detach().cpu().clone() for n, p in trainer.model.named_parameters()}
+    start = time.perf_counter()
+    out = trainer.train()
+    return {
+        "loss": out.training_loss,
+        "seconds": time.perf_counter() - start,
+        "device": str(next(trainer.model.parameters()).device),
+        "max_weight_change": _moved(before, trainer.model),
+    }
+
+
 def _moved(before: dict, model) -> float:
     return max(
         float((p.detach().cpu() - before[n]).abs().max()) for n, p in model.named_parameters()
@@ -151,15 +164,7 @@ def _sft_step(model_dir: Path, device: str, work: Path) -> dict:
         train_dataset=Dataset.from_list(rows),
         processing_class=AutoTokenizer.from_pretrained(model_dir),
     )
-    before = {n: p.detach().cpu().clone() for n, p in trainer.model.named_parameters()}
-    start = time.perf_counter()
-    out = trainer.train()
-    return {
-        "loss": out.training_loss,
-        "seconds": time.perf_counter() - start,
-        "device": str(next(trainer.model.parameters()).device),
-        "max_weight_change": _moved(before, trainer.model),
-    }
+    return _one_step(trainer)
 
 
 def ids_mod_7(prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
@@ -190,15 +195,7 @@ def _grpo_step(model_dir: Path, device: str, work: Path) -> dict:
         reward_funcs=ids_mod_7,
         processing_class=tok,
     )
-    before = {n: p.detach().cpu().clone() for n, p in trainer.model.named_parameters()}
-    start = time.perf_counter()
-    out = trainer.train()
-    return {
-        "loss": out.training_loss,
-        "seconds": time.perf_counter() - start,
-        "device": str(next(trainer.model.parameters()).device),
-        "max_weight_change": _moved(before, trainer.model),
-    }
+    return _one_step(trainer)
 
 
 def _sync(device: str) -> None:

