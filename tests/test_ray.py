@@ -337,3 +337,33 @@ def test_eval_on_two_actors_equals_eval_in_one_process_and_resumes(
     names = [p.name for p in shard_files(tmp_path / "ray" / "results")]
     assert all(n.startswith("part-ray-") for n in names), names
     assert len({n.split("-")[2] for n in names}) >= 2, names  # actors of both runs wrote
+
+
+def _toy_schema():
+    import pyarrow as pa
+
+    from stepprune.schema import Schema
+
+    fields = [pa.field("id", pa.string(), nullable=False), pa.field("x", pa.list_(pa.float32()))]
+    return Schema(name="toy", version=1, key=("id",), arrow=pa.schema(fields))
+
+
+TOY = _toy_schema()
+
+
+def test_the_driver_refuses_an_output_whose_rows_outnumber_its_keys(tmp_path):
+    """After a Ray run the driver counts rows against keys: a shard an actor could not see
+    (a shared filesystem that hid it) would have been written twice, and this catches it."""
+    from stepprune.scaleout.pool import _check_unique
+    from stepprune.shards import ShardWriter
+
+    def shard(tag: str, n: int) -> None:
+        rows = [{"id": f"r{i}", "x": [0.5]} for i in range(n)]  # both "actors" write r0..
+        with ShardWriter(tmp_path, TOY, rows_per_shard=100, tag=tag) as w:
+            w.write(rows)
+
+    shard("ray-aaaaaaaaaaaa", 3)
+    _check_unique(str(tmp_path), TOY)  # 3 rows, 3 keys: fine
+    shard("ray-bbbbbbbbbbbb", 2)
+    with pytest.raises(RuntimeError, match=r"5 rows for 3 keys after the Ray run"):
+        _check_unique(str(tmp_path), TOY)
