@@ -3,6 +3,7 @@ agrees with an independent recount of its per-row results."""
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from pathlib import Path
@@ -397,3 +398,47 @@ def test_eval_correct_only_answers_from_the_right_trajectories_only(tiny_eval, t
     run(EvalConfig(**{**fields, "strategies": ["low"], "correct_only": True}))
     got = pl.read_parquet(out / "results" / "*.parquet")
     assert set(got["problem_id"]) == want
+
+
+def test_max_prompt_tokens_skips_exactly_the_longer_prompts_and_overwrite_replaces(
+    tiny_model_dir, eval_cots, tmp_path
+):
+    from stepprune.schema import EVAL_RESULTS
+    from stepprune.shards import read_table
+    from stepprune.stages.eval import EvalConfig, run
+
+    common = dict(
+        input=str(eval_cots),
+        model=str(tiny_model_dir),
+        kappas=[0.0, 1.0],
+        strategies=["low"],
+        answer_tokens=4,
+        dtype="float32",
+        bootstrap=50,
+        limit=3,
+    )
+    full_out, cut_out = tmp_path / "full", tmp_path / "cut"
+    run(EvalConfig(out=str(full_out), **common))
+    full = read_table(full_out / "results", EVAL_RESULTS).to_pylist()
+    lengths = sorted({r["answer_prompt_tokens"] for r in full})
+    assert len(lengths) > 1
+    limit = lengths[len(lengths) // 2]
+    run(EvalConfig(out=str(cut_out), max_prompt_tokens=limit, **common))
+    cut = read_table(cut_out / "results", EVAL_RESULTS).to_pylist()
+
+    def keys(rows):
+        return {(r["problem_id"], r["strategy"], r["kappa"]) for r in rows}
+
+    assert keys(cut) == keys(r for r in full if r["answer_prompt_tokens"] <= limit)
+    assert 0 < len(cut) < len(full)
+    # other answer settings: refused, then replaced with overwrite
+    with pytest.raises(ValueError, match="other settings \\(answer_tokens\\)"):
+        run(EvalConfig(out=str(full_out), **{**common, "answer_tokens": 2}))
+    run(EvalConfig(out=str(full_out), overwrite=True, **{**common, "answer_tokens": 2}))
+    again = read_table(full_out / "results", EVAL_RESULTS).to_pylist()
+    assert keys(again) == keys(full) and len(again) == len(full)  # every result, once
+    assert all(
+        r["answer_finish_reason"] == "stop" or len(r["answer_text"]) <= 2 * 16 for r in again
+    )
+    before = {r["created_at"] for r in full}
+    assert not {r["created_at"] for r in again} & before or len(before) == 0
