@@ -120,11 +120,11 @@ def plot_bench_frontier(table, path: Path, budgets=()) -> None:
         for i, r in enumerate(table.filter(pl.col("benchmark") == bench).iter_rows(named=True)):
             err = [[r["acc"] - r["acc_low"]], [r["acc_high"] - r["acc"]]]
             ax.errorbar(r["len"], r["acc"], yerr=err, fmt="o", color=f"C{i}", capsize=3)
-            ax.annotate(
+            ax.annotate(  # alternating offsets: neighbours' labels do not sit on each other
                 r["model"],
                 (r["len"], r["acc"]),
                 fontsize=8,
-                xytext=(4, 4),
+                xytext=(4, 4 if i % 2 == 0 else -10),
                 textcoords="offset points",
             )
         curve = table.filter((pl.col("benchmark") == bench) & pl.col("model").is_in(budgets))
@@ -134,6 +134,7 @@ def plot_bench_frontier(table, path: Path, budgets=()) -> None:
             ax.legend(fontsize=8, loc="lower right")
         ax.set_title(bench)
         ax.set_xlabel("mean completion tokens")
+        ax.set_ylim(0, 1.02)  # accuracies compared from 0: a zoomed axis inflates differences
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (pass@1, 95% CI)")
     fig.tight_layout()
