@@ -20,11 +20,12 @@ class DefaultsGroup(TyperGroup):
     """Commands whose ``--help`` shows each option's default from its stage config."""
 
     def get_command(self, ctx, cmd_name):
-        from stepprune.config_docs import show_defaults
+        from stepprune.config_docs import FLAG_FIELDS, show_defaults
+        from stepprune.stages import CONFIGS, config_class
 
         command = super().get_command(ctx, cmd_name)
-        if command is not None:
-            show_defaults(cmd_name, command)
+        if command is not None and cmd_name in CONFIGS:
+            show_defaults(config_class(cmd_name), command, FLAG_FIELDS.get(cmd_name))
         return command
 
 

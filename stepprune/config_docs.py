@@ -46,21 +46,17 @@ def describe(cls: type) -> str:
 
 
 # A flag whose name is not its config field's (bench's repeatable --model fills ``models``).
-FLAG_FIELDS = {("bench", "model"): "models", ("bench", "benchmark"): "benchmarks"}
-FLAG_FIELDS |= {("bench", "baseline"): "baselines"}
+FLAG_FIELDS = {"bench": {"model": "models", "benchmark": "benchmarks", "baseline": "baselines"}}
 
 
-def show_defaults(stage: str, command) -> None:
-    """Give each option of ``command`` (a click command for ``stage``) its config field's
-    default as the ``[default: ...]`` its help shows. The options themselves default to None,
-    so that only a flag given on the command line overrides the recipe."""
-    from stepprune.stages import CONFIGS, config_class
-
-    if stage not in CONFIGS:
-        return
-    fields = {f.name: f for f in dataclasses.fields(config_class(stage))}
+def show_defaults(cls: type, command, aliases: dict | None = None) -> None:
+    """Give each option of ``command`` (the click command of the stage whose config is
+    ``cls``) its config field's default as the ``[default: ...]`` its help shows. The options
+    themselves default to None, so that only a flag given on the command line overrides the
+    recipe."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for param in command.params:
-        name = FLAG_FIELDS.get((stage, param.name), param.name)
+        name = (aliases or {}).get(param.name, param.name)
         if name not in fields or param.default is not None or isinstance(param.show_default, str):
             continue
         value = field_default(fields[name])
