@@ -341,3 +341,111 @@ def test_verified_kappa_refuses_an_eval_that_pruned_otherwise(tmp_path, over, me
     with pytest.raises((ValueError, FileNotFoundError), match=message) as e:
         run(PruneConfig(input=str(gen), out=str(out), kappa="verified", eval=str(ev)))
     assert "\n" not in str(e.value) and not out.exists()
+
+
+def _average_ranks(x: list[float]) -> list[float]:
+    """Ranks 1..n with ties at their average, by sorting (a second route to polars' rank)."""
+    order = sorted(range(len(x)), key=lambda i: x[i])
+    ranks = [0.0] * len(x)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _pearson(a: list[float], b: list[float]) -> float:
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
+    va, vb = sum((x - ma) ** 2 for x in a), sum((y - mb) ** 2 for y in b)
+    return cov / math.sqrt(va * vb) if va and vb else float("nan")
+
+
+def test_headline_scores_and_step_classes_equal_a_recount(honest_eval, eval_cots):
+    from stepprune.schema import EVAL_RESULTS, GENERATIONS
+    from stepprune.shards import read_table
+
+    cfg, summary = honest_eval
+    res = read_table(f"{cfg.out}/results", EVAL_RESULTS).to_pylist()
+    # the headline: low minus random-matched (its seeds averaged) per trajectory and 0 < kappa < 1
+    cells: dict = {}
+    for r in res:
+        if 0 < r["kappa"] < 1 and r["strategy"] in ("low", "random-matched"):
+            key = (r["source"], r["problem_id"], r["sample_index"], r["kappa"])
+            cells.setdefault(key, {}).setdefault(r["strategy"], []).append(r["correct"])
+    diffs = [
+        sum(c["low"]) / len(c["low"]) - sum(c["random-matched"]) / len(c["random-matched"])
+        for c in cells.values()
+        if "low" in c and "random-matched" in c
+    ]
+    assert f"= {sum(diffs) / len(diffs):+.3f} [" in summary["headline"]
+    assert f"{len(diffs)} trajectory-κ pairs" in summary["headline"]
+    # scores.csv: Spearman of each step's mean entropy with its summed entropy
+    gen = read_table(eval_cots, GENERATIONS).to_pylist()
+    steps = [(i, s) for i, r in enumerate(gen) for s in r["steps"] if not s["is_skip"]]
+    per = []
+    for i in {i for i, _ in steps}:
+        mine = [s for j, s in steps if j == i]
+        if len(mine) >= 3:
+            rho = _pearson(
+                _average_ranks([s["entropy_sum"] for s in mine]),
+                _average_ranks([s["entropy_mean"] for s in mine]),
+            )
+            if not math.isnan(rho):
+                per.append(rho)
+    row = pl.read_csv(f"{cfg.out}/scores.csv").filter(pl.col("score") == "mean").row(0, named=True)
+    assert row["trajectories"] == len(per)  # the tiny CoTs: none with 3 steps (hand case below)
+    if per:
+        assert row["per_trajectory"] == pytest.approx(sum(per) / len(per))
+    pooled = _pearson(
+        _average_ranks([s["entropy_sum"] for _, s in steps]),
+        _average_ranks([s["entropy_mean"] for _, s in steps]),
+    )
+    assert row["pooled"] == pytest.approx(pooled)
+    # step_classes.csv: the share of pruned steps that do arithmetic, per strategy and kappa
+    classes = pl.read_csv(f"{cfg.out}/step_classes.csv").filter(pl.col("kappa").is_not_null())
+    for c in classes.iter_rows(named=True):
+        g = [r for r in res if r["strategy"] == c["strategy"] and r["kappa"] == c["kappa"]]
+        pruned = sum(r["n_pruned"] for r in g)
+        assert c["steps"] == pruned
+        if pruned:
+            share = sum(r["pruned_arithmetic_steps"] for r in g) / pruned
+            assert c["arithmetic_share"] == pytest.approx(share)
+
+
+def test_score_correlations_per_trajectory_by_hand():
+    import random
+
+    from stepprune.evaluation.honest import score_correlations
+
+    rng = random.Random(0)
+    rows = []
+    for r in range(6):  # trajectories of 2..7 steps, with ties (values on a coarse grid)
+        for _ in range(2 + r):
+            rows.append({"_r": r, **{k: rng.randint(0, 4) / 2 for k in SCORES}})
+    steps = pl.DataFrame(rows)
+    got = {row["score"]: row for row in score_correlations(steps).iter_rows(named=True)}
+    for score in ("mean", "sampled", "surprisal"):
+        per = []
+        for r in range(6):
+            mine = [x for x in rows if x["_r"] == r]
+            if len(mine) >= 3:
+                rho = _pearson(
+                    _average_ranks([x["sum"] for x in mine]),
+                    _average_ranks([x[score] for x in mine]),
+                )
+                if not math.isnan(rho):
+                    per.append(rho)
+        assert got[score]["trajectories"] == len(per) >= 3
+        assert got[score]["per_trajectory"] == pytest.approx(sum(per) / len(per))
+        pooled = _pearson(
+            _average_ranks([x["sum"] for x in rows]), _average_ranks([x[score] for x in rows])
+        )
+        assert got[score]["pooled"] == pytest.approx(pooled)
+
+
+SCORES = ("sum", "mean", "sampled", "surprisal")
