@@ -298,3 +298,24 @@ def test_state_is_saved_with_checkpoints_and_goes_on_exactly_after_a_kill(tiny_m
     history = [json.loads(x) for x in (out / "log_history.jsonl").open()]
     assert all("ceeh/frac_hard" in h for h in history if "reward" in h)
     assert (out / "entropy_hard_easy.png").stat().st_size > 1000
+
+
+def test_me_update_is_the_same_in_one_or_two_micro_batches(eos_model, tmp_path):
+    """CEEH-ME's normaliser is the generation batch's token count, so splitting the same four
+    rollouts into two micro-batches of two (gradient accumulation) gives the same update."""
+    rewards = [FixedReward([1.0, -0.5, 1.0, -1.0]), FixedReward([0.0] * 4, "zero_len")]
+    runs = {}
+    for name, args in (
+        ("one", {}),
+        ("two", {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2}),
+    ):
+        ext = _ceeh()
+        for q in ("q0", "q1", "q2", "q3"):
+            ext.table.set(q, "acc", 1.0)  # every question hard
+        trainer, before, after = train_one_step(eos_model, tmp_path / name, rewards, [ext], **args)
+        ids = torch.cat([b["completion_ids"] for b in trainer.seen]).tolist()
+        runs[name] = (sorted(map(tuple, ids)), {n: after[n] - before[n] for n in before})
+    assert runs["one"][0] == runs["two"][0]  # the same rollouts, split differently
+    assert len(runs["two"][1]) and any(d.abs().max() > 1e-6 for d in runs["one"][1].values())
+    for n, delta in runs["one"][1].items():
+        torch.testing.assert_close(runs["two"][1][n], delta, rtol=2e-3, atol=2e-7)
