@@ -7,6 +7,7 @@ from pathlib import Path
 
 STYLE = {"low": "C0", "high": "C3", "random": "C7", "token": "C2"}
 STYLE.update({"random-matched": "C8", "high-matched": "C1", "answer-first": "C4"})
+LINES = {"token": "--", "random-matched": ":", "high-matched": ":"}
 
 
 def _panels(curve, sharey: bool):
@@ -31,10 +32,19 @@ def plot_accuracy(curve, path: Path, level: float = 0.95) -> None:
         for strategy, g in part.group_by("strategy", maintain_order=True):
             g = g.sort("kappa")
             color = STYLE.get(strategy[0])
-            ax.plot(g["kappa"], g["accuracy"], marker="o", color=color, label=strategy[0])
+            ax.plot(
+                g["kappa"],
+                g["accuracy"],
+                marker="o",
+                color=color,
+                label=strategy[0],
+                linestyle=LINES.get(strategy[0], "-"),  # token lies on low at small kappa
+            )
             ax.fill_between(g["kappa"], g["ci_low"], g["ci_high"], color=color, alpha=0.15)
-        n = int(part["n"].max())
-        ax.set_title(f"{source} (n={n})")
+        # trajectories, not results: the random strategies count each trajectory once per seed
+        single = part.filter(~pl.col("strategy").str.starts_with("random"))
+        n = int((single if single.height else part)["n"].max())
+        ax.set_title(f"{source} (n={n} trajectories)")
         ax.set_xlabel("κ (fraction of steps pruned)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
