@@ -214,7 +214,7 @@ def test_eval_notebook_reproduces_the_report(tiny_eval):
     scope: dict = {}
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
-            src = "".join(cell["source"]).replace("../runs/qwen/eval", cfg.out)
+            src = "".join(cell["source"]).replace("../runs/smollm2-mawps/eval", cfg.out)
             exec(compile(src, "notebook", "exec"), scope)
     report = pl.read_csv(f"{cfg.out}/curve.csv").filter(pl.col("source") == "all")
     joined = scope["curve"].join(report, on=["strategy", "kappa"])

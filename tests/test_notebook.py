@@ -25,3 +25,12 @@ def test_step_entropy_notebook_runs(tiny_model_dir, tmp_path):
         p=scope["pl"].col("pruned").sum(), n=scope["pl"].len()
     )
     assert all(p == int(n * 0.8) for p, n in zip(per_row["p"], per_row["n"], strict=True))
+
+
+def test_every_notebook_has_a_papermill_parameters_cell_before_its_first_read():
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        first = cells[0]
+        assert "parameters" in first["metadata"].get("tags", []), path.name
+        assert "RUN = " in "".join(first["source"]), path.name
+        assert all("RUN = " not in "".join(c["source"]) for c in cells[1:]), path.name
