@@ -5,6 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+SKIP_NOTE = """**The `[SKIP]` token.** Most tokenizers read `[SKIP]` as plain text, several pieces
+(four for SmolLM2), so a model trained on these rows as they are learns a four-token word.
+Add it as one special token first, then grow the embeddings:
+`tokenizer.add_special_tokens({"additional_special_tokens": ["[SKIP]"]})` and
+`model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)`. `stepprune sft` does
+this and starts the new rows at the mean embedding (`stepprune/train/skip_token.py`)."""
+
 
 def _table(head: tuple[str, str], rows: list[tuple[str, object]]) -> str:
     lines = [f"| {head[0]} | {head[1]} |", "|---|---|"]
@@ -64,6 +71,13 @@ def write_card(out_dir: Path, cfg, stats, inputs: list[Path], name: str | None =
     hist, edges = np.histogram(stats.reduction(), bins=10, range=(0, 100))
     bins = [(f"{edges[i]:.0f}–{edges[i + 1]:.0f}%", hist[i]) for i in range(len(hist))]
     text = f"""---
+license: other
+task_categories:
+- text-generation
+tags:
+- chain-of-thought
+- reasoning
+- stepprune
 configs:
 - config_name: default
   data_files: "*.parquet"
@@ -87,6 +101,11 @@ Kappa per row (one value unless `--kappa verified`):
 
 Load with `datasets.load_dataset("parquet", data_files="{name or out_dir.name}/*.parquet")` or
 `polars.read_parquet("{name or out_dir.name}/*.parquet")`. `prompt`/`completion` are SFT-ready.
+
+{SKIP_NOTE}
+
+License: each row keeps its problem set's license (GSM8K, MATH and the others) and the
+generating model's terms; see those sources.
 """
     (out_dir / "README.md").write_text(text)
     files = sorted(out_dir.glob("*.parquet"))

@@ -72,6 +72,12 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert "| thinking-token reduction, mean | 20.0% |" in card
     assert "| compression | zstd |" in card
     assert 'data_files="out/*.parquet"' in card and ".tmp-" not in card  # not the staging dir
+    import yaml
+
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["configs"] == [{"config_name": "default", "data_files": "*.parquet"}]
+    assert meta["task_categories"] == ["text-generation"] and meta["license"] == "other"
+    assert 'add_special_tokens({"additional_special_tokens": ["[SKIP]"]})' in card
 
 
 def test_interop_datasets_polars_duckdb(tmp_path):
