@@ -5,7 +5,8 @@ per token runs on the host: the top-k records into entropy bounds (``VLLMBackend
 char offsets and steps (``cot.trajectory.build_row``), grading, shard encoding. This script
 replaces the engine by a fake one that returns precomputed completions of ``--lengths`` tokens
 (realistic text: GSM8K solution steps separated by blank lines and a boxed answer, each token
-with a vLLM-shaped record of 20 top log-probs), either instantly or at ``--rates`` tokens/s, and
+with vLLM's 20 top log-probs, in its flat format as the backend asks for them, or as per-token
+dicts with ``--dict-logprobs``), either instantly or at ``--rates`` tokens/s, and
 runs the generate stage's own loop (``generation.engine.generate_batch`` and ``ShardWriter``).
 
 - host ceiling: tokens / host seconds with an instant engine (per process: this loop is one
@@ -42,6 +43,29 @@ class Rec:
 
 
 @dataclass
+class Flat:
+    """vLLM's ``FlatLogprobs`` (``flat_logprobs=True``, what the vllm backend asks for)."""
+
+    start_indices: list
+    end_indices: list
+    token_ids: list
+    logprobs: list
+    ranks: list
+
+
+def flatten(records: list[dict]) -> Flat:
+    flat = Flat([], [], [], [], [])
+    for entry in records:
+        flat.start_indices.append(len(flat.logprobs))
+        for token, rec in entry.items():
+            flat.token_ids.append(token)
+            flat.logprobs.append(rec.logprob)
+            flat.ranks.append(rec.rank)
+        flat.end_indices.append(len(flat.logprobs))
+    return flat
+
+
+@dataclass
 class Out:
     token_ids: list
     logprobs: list
@@ -57,7 +81,7 @@ def solution_steps(data_dir: str) -> list[str]:
     return steps
 
 
-def completion(tok, stop: int, n: int, steps: list[str], rng: random.Random, k: int) -> Out:
+def completion(tok, stop, n: int, steps: list, rng: random.Random, k: int, flat: bool) -> Out:
     """About n tokens of blank-line separated steps, then a boxed answer and the stop token."""
     ids: list[int] = []
     while len(ids) < n - 16:
@@ -73,7 +97,7 @@ def completion(tok, stop: int, n: int, steps: list[str], rng: random.Random, k: 
         entry = {t: Rec(-0.05, 1)}
         entry.update({o: Rec(lp, r + 2) for r, (o, lp) in enumerate(zip(others, lps, strict=True))})
         records.append(entry)
-    return Out(ids, records)
+    return Out(ids, flatten(records) if flat else records)
 
 
 def fake_engine(model_path: str, outputs: list, rate: float | None, k: int = 20):
@@ -178,6 +202,7 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192, 32768])
     ap.add_argument("--rates", type=float, nargs="+", default=[20000, 50000])
     ap.add_argument("--tokens", type=int, default=65536, help="tokens per measurement")
+    ap.add_argument("--dict-logprobs", action="store_true", help="vLLM's per-token dicts")
     a = ap.parse_args()
     from transformers import AutoTokenizer
 
@@ -190,7 +215,8 @@ def main() -> None:
     steps, rng = solution_steps(a.data_dir), random.Random(0)
     cfg = GenerateConfig(model=model, backend="vllm")
     for n in a.lengths:
-        outputs = [completion(tok, tok.eos_token_id, n, steps, rng, 20) for _ in range(2)]
+        flat = not a.dict_logprobs
+        outputs = [completion(tok, tok.eos_token_id, n, steps, rng, 20, flat) for _ in range(2)]
         count = max(2, a.tokens // n)
         problems = [Problem(f"p{i}", "bench", f"What is {i} + {i}?", "72") for i in range(count)]
         with tempfile.TemporaryDirectory() as tmp:

@@ -48,6 +48,7 @@ class VLLMBackend:
         kwargs = dict(
             max_tokens=spec.max_new_tokens,
             logprobs=self.topk,
+            flat_logprobs=True,  # flat lists: no object per top-k entry (host time, GC)
             stop_token_ids=sorted(self.stop_ids),
             seed=seed,
             skip_special_tokens=False,
@@ -100,7 +101,10 @@ class VLLMBackend:
 
     def _completion(self, out) -> Completion:
         ids = list(out.token_ids)
-        top, sampled = topk_matrix(out.logprobs, ids, self.topk)
+        if hasattr(out.logprobs, "start_indices"):  # FlatLogprobs
+            top, sampled = topk_matrix_flat(out.logprobs, ids, self.topk)
+        else:
+            top, sampled = topk_matrix(out.logprobs, ids, self.topk)
         lower, upper, tail = topk_entropy_bounds(top, self.vocab_size)
         return Completion(
             token_ids=ids,
@@ -148,6 +152,27 @@ def topk_matrix(logprobs: list[dict], ids: list[int], k: int) -> tuple[np.ndarra
         top[t, : len(head)] = head
         sampled[t] = entry[tok].logprob
     return top, sampled
+
+
+def topk_matrix_flat(flat, ids: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``topk_matrix`` from vLLM's ``FlatLogprobs`` (``flat_logprobs=True``): the same two
+    arrays from its flat lists in a few numpy passes, with no Python loop over tokens."""
+    n = len(ids)
+    counts = np.asarray(flat.end_indices) - np.asarray(flat.start_indices)
+    pos = np.repeat(np.arange(n), counts)
+    lps = np.asarray(flat.logprobs, dtype=np.float64)
+    ranks = np.asarray([k + 1 if r is None else r for r in flat.ranks])
+    tokens = np.asarray(flat.token_ids)
+    sampled = np.empty(n, dtype=np.float32)
+    hit = tokens == np.asarray(ids)[pos]
+    sampled[pos[hit]] = lps[hit]
+    keep = ranks <= k
+    kept_pos, kept_lps = pos[keep], lps[keep]
+    col = np.arange(len(kept_pos)) - np.searchsorted(kept_pos, kept_pos, side="left")
+    inside = col < k
+    top = np.full((n, k), -np.inf)
+    top[kept_pos[inside], col[inside]] = kept_lps[inside]
+    return -np.sort(-top, axis=1), sampled
 
 
 def _stop_ids(llm, tokenizer) -> set[int]:

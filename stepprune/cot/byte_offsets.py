@@ -11,8 +11,6 @@ a character, a decoder that cleans up spaces) returns None and the incremental d
 
 from __future__ import annotations
 
-import bisect
-
 
 def byte_decoder() -> dict[str, int]:
     """GPT-2's byte <-> stand-in character table, inverted."""
@@ -40,25 +38,33 @@ def is_byte_level(tokenizer) -> bool:
 
 def byte_level_offsets(tokenizer, token_ids: list[int], reference: str):
     """(text, spans) from per-token bytes, or None when the fast path does not apply."""
+    import numpy as np
+
     added = {t.content for t in tokenizer.added_tokens_decoder.values()}
-    starts, pieces, at = [], [], 0
-    for token in tokenizer.convert_ids_to_tokens(token_ids):
-        try:
-            piece = token.encode() if token in added else bytes(BYTE_DECODER[c] for c in token)
-        except (KeyError, TypeError):
-            return None
-        starts.append(at)
+    memo: dict[int, bytes] = {}  # a completion repeats its tokens: map each id once
+    pieces = []
+    for token_id, token in zip(token_ids, tokenizer.convert_ids_to_tokens(token_ids), strict=True):
+        piece = memo.get(token_id)
+        if piece is None:
+            try:
+                piece = token.encode() if token in added else bytes(BYTE_DECODER[c] for c in token)
+            except (KeyError, TypeError):
+                return None
+            memo[token_id] = piece
         pieces.append(piece)
-        at += len(piece)
+    data = b"".join(pieces)
     try:
-        text = b"".join(pieces).decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
     if text != reference:
         return None
-    char_bytes, at = [], 0
-    for ch in text:
-        char_bytes.append(at)
-        at += len(ch.encode())
-    bounds = [bisect.bisect_left(char_bytes, b) for b in starts] + [len(text)]
-    return text, list(zip(bounds[:-1], bounds[1:], strict=True))
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    starts = np.cumsum(lengths) - lengths  # each token's first byte
+    if len(text) == len(data):  # ASCII: one byte per char
+        bounds = starts
+    else:  # chars begun before each byte: the char a token's first byte falls in or after
+        lead = (np.frombuffer(data, dtype=np.uint8) & 0xC0) != 0x80
+        bounds = np.concatenate([[0], np.cumsum(lead)])[starts]
+    ends = np.append(bounds[1:], len(text))
+    return text, list(zip(bounds.tolist(), ends.tolist(), strict=True))

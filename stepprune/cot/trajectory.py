@@ -89,7 +89,7 @@ def build_row(
         "entropy_topk": comp.topk,
         "n_tokens": len(comp.token_ids),
         "n_thinking_tokens": n_thinking,
-        "steps": [dataclasses.asdict(s) for s in steps],
+        "steps": [dict(vars(s)) for s in steps],  # flat fields: asdict's deep copy is not needed
         "n_steps": len(steps),
         "step_pattern": info.step_pattern,
         "extracted_answer": grade.extracted,
