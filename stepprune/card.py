@@ -5,6 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# The card's YAML header: hub metadata, and configs so that datasets.load_dataset(dir) works.
+METADATA = """---
+license: other
+task_categories:
+- text-generation
+tags:
+- chain-of-thought
+- reasoning
+- stepprune
+configs:
+- config_name: default
+  data_files: "*.parquet"
+---"""
 SKIP_NOTE = """**The `[SKIP]` token.** Most tokenizers read `[SKIP]` as plain text, several pieces
 (four for SmolLM2), so a model trained on these rows as they are learns a four-token word.
 Add it as one special token first, then grow the embeddings:
@@ -70,18 +83,7 @@ def write_card(out_dir: Path, cfg, stats, inputs: list[Path], name: str | None =
         models.update(pq.read_table(f, columns=["model"]).column("model").unique().to_pylist())
     hist, edges = np.histogram(stats.reduction(), bins=10, range=(0, 100))
     bins = [(f"{edges[i]:.0f}–{edges[i + 1]:.0f}%", hist[i]) for i in range(len(hist))]
-    text = f"""---
-license: other
-task_categories:
-- text-generation
-tags:
-- chain-of-thought
-- reasoning
-- stepprune
-configs:
-- config_name: default
-  data_files: "*.parquet"
----
+    text = f"""{METADATA}
 # stepprune pruned chains of thought
 
 Schema `{PRUNED.name}` v{PRUNED.version} (columns: data/README.md of stepprune).

@@ -44,6 +44,13 @@ def completion_text(tokenizer, token_ids: list[int], stop_ids: set[int]) -> tupl
     return text, offsets
 
 
+def thinking_split(prompt: str, text: str, pattern: str) -> ThinkingSplit:
+    """Where the completion's thinking lies, given whether its prompt opened or closed it."""
+    if prompt.rstrip().endswith(THINK_CLOSE):  # the prompt closed it (NoThinking's prefill)
+        return ThinkingSplit("think_tags", 0, 0, 0)
+    return split_thinking(text, pattern, think_open=prompt.rstrip().endswith(THINK_OPEN))
+
+
 def build_row(
     problem: Problem,
     sample_index: int,
@@ -56,12 +63,7 @@ def build_row(
     seed: int,
 ) -> dict:
     text, offsets = completion_text(tokenizer, comp.token_ids, stop_ids)
-    if prompt.rstrip().endswith(THINK_CLOSE):  # the prompt closed it (NoThinking's prefill)
-        split = ThinkingSplit("think_tags", 0, 0, 0)
-    else:
-        split = split_thinking(
-            text, info.step_pattern, think_open=prompt.rstrip().endswith(THINK_OPEN)
-        )
+    split = thinking_split(prompt, text, info.step_pattern)
     steps, n_thinking = build_steps(text, offsets, comp.entropies, split, info.step_pattern)
     grade = grading.grade(text[split.answer_start :], problem.answer, timeout=info.grade_timeout)
     return {
