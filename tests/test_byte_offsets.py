@@ -58,6 +58,10 @@ def test_fast_spans_equal_the_incremental_decode(tokenizer):
     assert fast_taken >= len(TEXTS) * 2  # every whole text, with and without specials
 
 
+def test_no_tokens_give_no_text_and_no_spans(tokenizer):
+    assert token_char_offsets(tokenizer, []) == ("", []) == incremental_offsets(tokenizer, [])
+
+
 def test_a_cut_character_is_left_to_the_incremental_decode(tokenizer):
     ids = tokenizer("😀", add_special_tokens=False)["input_ids"]
     assert len(ids) >= 2  # both tokenizers spell the emoji's four bytes in several tokens

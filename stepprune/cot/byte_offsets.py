@@ -40,6 +40,8 @@ def byte_level_offsets(tokenizer, token_ids: list[int], reference: str):
     """(text, spans) from per-token bytes, or None when the fast path does not apply."""
     import numpy as np
 
+    if not token_ids:
+        return ("", []) if reference == "" else None
     added = {t.content for t in tokenizer.added_tokens_decoder.values()}
     memo: dict[int, bytes] = {}  # a completion repeats its tokens: map each id once
     pieces = []
