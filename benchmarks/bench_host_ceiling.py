@@ -53,11 +53,13 @@ class Flat:
     ranks: list
 
 
-def flatten(records: list[dict]) -> Flat:
+def flatten(records: list[dict], ids: list[int]) -> Flat:
+    """As vLLM writes them: each position's sampled token first, then its top k (so a sampled
+    token inside the top k appears twice)."""
     flat = Flat([], [], [], [], [])
-    for entry in records:
+    for entry, sampled in zip(records, ids, strict=True):
         flat.start_indices.append(len(flat.logprobs))
-        for token, rec in entry.items():
+        for token, rec in [(sampled, entry[sampled]), *entry.items()]:
             flat.token_ids.append(token)
             flat.logprobs.append(rec.logprob)
             flat.ranks.append(rec.rank)
@@ -97,7 +99,7 @@ def completion(tok, stop, n: int, steps: list, rng: random.Random, k: int, flat:
         entry = {t: Rec(-0.05, 1)}
         entry.update({o: Rec(lp, r + 2) for r, (o, lp) in enumerate(zip(others, lps, strict=True))})
         records.append(entry)
-    return Out(ids, flatten(records) if flat else records)
+    return Out(ids, flatten(records, ids) if flat else records)
 
 
 def fake_engine(model_path: str, outputs: list, rate: float | None, k: int = 20):

@@ -213,6 +213,7 @@ def test_registry_names_and_build():
         *PAPER_REWARDS,
         *("eg_compress", "eg_format", "eg_answer", "eg_length"),
         *("ceeh_correctness", "ceeh_length"),
+        *("kimi_length", "sb_correctness", "sb_length", "thinkprune", "soft_overlong"),
     ]
     built = build_rewards(PAPER_REWARDS, length={"max_tokens": 10})
     assert [r.__name__ for r in built] == list(PAPER_REWARDS)
@@ -232,7 +233,9 @@ def test_registry_names_and_build():
 
 @pytest.mark.parametrize("name", list(REWARDS))
 def test_every_reward_pickles(name):
-    reward = build_rewards([name], tokenizer=WordTokenizer())[0]
+    required = {"soft_overlong": {"max_completion_len": 4, "soft_punish_cache": 2}}
+    options = {name: required[name]} if name in required else {}
+    reward = build_rewards([name], tokenizer=WordTokenizer(), **options)[0]
     clone = pickle.loads(pickle.dumps(reward))
     assert clone.__name__ == name and type(clone) is type(reward)
     kwargs = dict(completions=[thought(4, 1)], completion_ids=[[1, 2]], gold_answer=["8"])

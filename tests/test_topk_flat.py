@@ -19,47 +19,47 @@ class Logprob:
 
 
 @dataclass
-class Flat:  # vllm.logprobs.FlatLogprobs' fields, filled as its append() does
+class Flat:  # vllm.logprobs.FlatLogprobs' fields, filled as vLLM's append_fast does
     start_indices: list = field(default_factory=list)
     end_indices: list = field(default_factory=list)
     token_ids: list = field(default_factory=list)
     logprobs: list = field(default_factory=list)
     ranks: list = field(default_factory=list)
 
-    def append(self, entry: dict) -> None:
+    def append(self, sampled: tuple, topk: list[tuple]) -> None:
+        """The sampled (token, logprob, rank) first, then the top k: a sampled token inside
+        the top k is written twice, as vLLM 0.32 does (append_logprobs_for_next_position)."""
         self.start_indices.append(len(self.logprobs))
-        for token, lp in entry.items():
+        for token, lp, rank in [sampled, *topk]:
             self.token_ids.append(token)
-            self.logprobs.append(lp.logprob)
-            self.ranks.append(lp.rank)
+            self.logprobs.append(lp)
+            self.ranks.append(rank)
         self.end_indices.append(len(self.logprobs))
 
 
-def records(n: int, k: int, rng: random.Random) -> tuple[list[dict], list[int]]:
-    out, ids = [], []
+def records(n: int, k: int, rng: random.Random) -> tuple[list[dict], Flat, list[int]]:
+    """The same positions as vLLM's dicts and as its flat lists."""
+    dicts, flat, ids = [], Flat(), []
     for _ in range(n):
         vocab = rng.sample(range(5000), k + 1)
         values = sorted((rng.choice([-0.5, -1.0, rng.uniform(-9, 0)]) for _ in vocab), reverse=True)
-        entry = {
-            t: Logprob(v, r + 1) for r, (t, v) in enumerate(zip(vocab[:k], values, strict=False))
-        }
-        if rng.random() < 0.3:  # sampled outside the top k: vLLM adds it with its own rank
-            sampled = vocab[k]
-            entry[sampled] = Logprob(values[-1] - 1.0, k + rng.randint(1, 50))
+        topk = [(t, v, r + 1) for r, (t, v) in enumerate(zip(vocab[:k], values, strict=False))]
+        if rng.random() < 0.3:  # sampled outside the top k, with its own rank
+            sampled = (vocab[k], values[-1] - 1.0, k + rng.randint(1, 50))
         else:
-            sampled = rng.choice(vocab[:k])
-        out.append(entry)
-        ids.append(sampled)
-    return out, ids
+            sampled = rng.choice(topk)
+        entry = {t: Logprob(v, r) for t, v, r in [sampled, *topk]}  # a dict keeps one copy
+        dicts.append(entry)
+        flat.append(sampled, topk)
+        ids.append(sampled[0])
+    return dicts, flat, ids
 
 
 def test_flat_and_dict_records_give_the_same_arrays():
     rng = random.Random(0)
     for k in (1, 5, 20):
-        dicts, ids = records(300, k, rng)
-        flat = Flat()
-        for entry in dicts:
-            flat.append(entry)
+        dicts, flat, ids = records(300, k, rng)
+        assert len(flat.logprobs) > sum(len(d) for d in dicts)  # duplicates in the flat lists
         top, sampled = topk_matrix(dicts, ids, k)
         flat_top, flat_sampled = topk_matrix_flat(flat, ids, k)
         np.testing.assert_array_equal(flat_top, top)

@@ -156,23 +156,21 @@ def topk_matrix(logprobs: list[dict], ids: list[int], k: int) -> tuple[np.ndarra
 
 def topk_matrix_flat(flat, ids: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
     """``topk_matrix`` from vLLM's ``FlatLogprobs`` (``flat_logprobs=True``): the same two
-    arrays from its flat lists in a few numpy passes, with no Python loop over tokens."""
+    arrays from its flat lists in a few numpy passes, with no Python loop over tokens. Each
+    position holds the sampled token first (with its rank), then ranks 1..k, so a sampled
+    token inside the top k appears twice: placing values by rank writes it once."""
     n = len(ids)
     counts = np.asarray(flat.end_indices) - np.asarray(flat.start_indices)
     pos = np.repeat(np.arange(n), counts)
     lps = np.asarray(flat.logprobs, dtype=np.float64)
     ranks = np.asarray([k + 1 if r is None else r for r in flat.ranks])
-    tokens = np.asarray(flat.token_ids)
     sampled = np.empty(n, dtype=np.float32)
-    hit = tokens == np.asarray(ids)[pos]
+    hit = np.asarray(flat.token_ids) == np.asarray(ids)[pos]
     sampled[pos[hit]] = lps[hit]
-    keep = ranks <= k
-    kept_pos, kept_lps = pos[keep], lps[keep]
-    col = np.arange(len(kept_pos)) - np.searchsorted(kept_pos, kept_pos, side="left")
-    inside = col < k
+    keep = (ranks >= 1) & (ranks <= k)
     top = np.full((n, k), -np.inf)
-    top[kept_pos[inside], col[inside]] = kept_lps[inside]
-    return -np.sort(-top, axis=1), sampled
+    top[pos[keep], ranks[keep] - 1] = lps[keep]
+    return -np.sort(-top, axis=1), sampled  # descending, as the dict path sorts
 
 
 def _stop_ids(llm, tokenizer) -> set[int]:
