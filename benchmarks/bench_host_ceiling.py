@@ -114,14 +114,14 @@ def fake_engine(model_path: str, outputs: list, rate: float | None, k: int = 20)
             self.topk, self.vocab_size = k, len(self.tokenizer)
             self.engine_seconds = 0.0
 
-        def generate_stream(self, prompts, spec):
+        def generate_stream(self, prompts, spec, raw=False):
             for i in range(len(prompts)):
                 out = outputs[i % len(outputs)]
                 if rate:
                     wait = len(out.token_ids) / rate
                     time.sleep(wait)
                     self.engine_seconds += wait
-                yield i, self._completion(out)
+                yield i, out if raw else self.completion(out)
 
     return FakeEngine()
 

@@ -71,8 +71,9 @@ class VLLMBackend:
                 bar.update(1)
         return out
 
-    def generate_stream(self, prompts: list[list[int]], spec: SamplingSpec):
-        """Yield (prompt index, Completion) as each request finishes, in finishing order.
+    def generate_stream(self, prompts: list[list[int]], spec: SamplingSpec, raw: bool = False):
+        """Yield (prompt index, Completion) as each request finishes, in finishing order; with
+        ``raw``, vLLM's own output instead, for ``completion`` to convert off the engine loop.
 
         The whole list is one continuous batch, but nothing waits for its longest member: a
         caller can write each row at once, so a stop loses only the unfinished requests, which
@@ -94,12 +95,14 @@ class VLLMBackend:
             while pending and engine.has_unfinished_requests():
                 for out in engine.step():
                     if out.finished and out.request_id in pending:
-                        yield pending.pop(out.request_id), self._completion(out.outputs[0])
+                        result = out.outputs[0] if raw else self.completion(out.outputs[0])
+                        yield pending.pop(out.request_id), result
         finally:
             if pending:
                 engine.abort_request(list(pending))
 
-    def _completion(self, out) -> Completion:
+    def completion(self, out) -> Completion:
+        """A Completion from vLLM's output of one request (top-k log-probs to entropy bounds)."""
         ids = list(out.token_ids)
         if hasattr(out.logprobs, "start_indices"):  # FlatLogprobs
             top, sampled = topk_matrix_flat(out.logprobs, ids, self.topk)

@@ -37,7 +37,8 @@ def _sampling_record(cfg, backend) -> dict:
 
 def generate_batch(cfg, backend, batch, info):
     """Yield the batch's rows as they are ready: one at a time from a streaming backend (vLLM,
-    whose batch can be a whole set), all at once from the others."""
+    whose batch can be a whole set; built beside the engine, ``overlapped``), all at once from
+    the others."""
     from stepprune.cot.trajectory import build_row
 
     prompts = [render_prompt(backend.tokenizer, cfg, p.problem) for p, _ in batch]
@@ -61,10 +62,32 @@ def generate_batch(cfg, backend, batch, info):
         comps = force_answers(backend, prompts, backend.generate(token_ids, cut), spec, cfg)
         yield [row(i, c) for i, c in enumerate(comps)]
     elif hasattr(backend, "generate_stream"):
-        for i, comp in backend.generate_stream(token_ids, spec):
-            yield [row(i, comp)]
+        stream = backend.generate_stream(token_ids, spec, raw=True)
+        yield from overlapped(stream, lambda i, out: row(i, backend.completion(out)))
     else:
         yield [row(i, c) for i, c in enumerate(backend.generate(token_ids, spec))]
+
+
+def overlapped(stream, build):
+    """``[build(i, comp)]`` for each ``(i, comp)`` of ``stream``, in its order, each row built in
+    a worker thread while the engine goes on stepping: a streaming engine otherwise waits for
+    every row (offsets, steps, grading) before its next step. Grading off the main thread keeps
+    its hard time limit through ``data.bounded``'s helper process."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepprune-rows")
+    pending: collections.deque = collections.deque()
+    try:
+        for i, comp in stream:
+            pending.append(pool.submit(build, i, comp))
+            while pending and pending[0].done():
+                yield [pending.popleft().result()]
+        while pending:
+            yield [pending.popleft().result()]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a stop loses only unbuilt rows
+        stream.close()  # aborts the engine's unfinished requests
 
 
 def hash_id(text: str) -> int:
