@@ -33,7 +33,7 @@ from the gathered batch.
 
 from __future__ import annotations
 
-from stepprune.rl.eg import _AnswerReward
+from stepprune.rl.eg import AnswerReward, _AnswerReward
 from stepprune.rl.hooks import Extension, RolloutBatch
 from stepprune.rl.rewards import Reward
 
@@ -81,18 +81,13 @@ class ShorterBetterLengthReward(GroupRewardColumn):
     name = "sb_length"
 
 
-class ShorterBetterCorrectness(_AnswerReward):
-    """ShorterBetter's alpha 1[correct]: ``value`` (alpha, 2.0) for a correct final answer."""
+class ShorterBetterCorrectness(AnswerReward):
+    """ShorterBetter's alpha 1[correct]: EG's answer reward with ``value`` (alpha) 2.0."""
 
     name = "sb_correctness"
 
     def __init__(self, value: float = 2.0, **options):
-        super().__init__(**options)
-        self.value = value
-
-    def score(self, texts, completion_ids, columns):
-        outcomes = self.outcomes(texts, completion_ids, columns)
-        return [self.value if o.correct else 0.0 for o in outcomes]
+        super().__init__(value=value, **options)
 
 
 class ThinkPruneReward(_AnswerReward):
