@@ -8,6 +8,7 @@ from pathlib import Path
 STYLE = {"low": "C0", "high": "C3", "random": "C7", "token": "C2"}
 STYLE.update({"random-matched": "C8", "high-matched": "C1", "answer-first": "C4"})
 LINES = {"token": "--", "random-matched": ":", "high-matched": ":"}
+LABEL_OFFSETS = ((4, 4), (4, -11), (-6, 12), (-6, -19))
 
 
 def _panels(curve, sharey: bool):
@@ -126,15 +127,20 @@ def plot_bench_frontier(table, path: Path, budgets=()) -> None:
         b for b in table["benchmark"].unique(maintain_order=True).to_list() if b != "average"
     ]
     plt, fig, axes = _figure(len(benches))
+    names = table["model"].unique(maintain_order=True).to_list()
+    # one colour per entry across panels; past ten, tab20 so that no two entries share one
+    colours = [plt.get_cmap("tab20" if len(names) > 10 else "tab10")(i) for i in range(len(names))]
     for bench, ax in zip(benches, axes, strict=True):
-        for i, r in enumerate(table.filter(pl.col("benchmark") == bench).iter_rows(named=True)):
+        part = table.filter(pl.col("benchmark") == bench).sort("len")
+        for i, r in enumerate(part.iter_rows(named=True)):
             err = [[r["acc"] - r["acc_low"]], [r["acc_high"] - r["acc"]]]
-            ax.errorbar(r["len"], r["acc"], yerr=err, fmt="o", color=f"C{i}", capsize=3)
-            ax.annotate(  # alternating offsets: neighbours' labels do not sit on each other
+            colour = colours[names.index(r["model"]) % len(colours)]
+            ax.errorbar(r["len"], r["acc"], yerr=err, fmt="o", color=colour, capsize=3)
+            ax.annotate(  # offsets cycle along the cost axis: neighbours' labels stay apart
                 r["model"],
                 (r["len"], r["acc"]),
-                fontsize=8,
-                xytext=(4, 4 if i % 2 == 0 else -10),
+                fontsize=7,
+                xytext=LABEL_OFFSETS[i % len(LABEL_OFFSETS)],
                 textcoords="offset points",
             )
         curve = table.filter((pl.col("benchmark") == bench) & pl.col("model").is_in(budgets))
