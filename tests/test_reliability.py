@@ -168,7 +168,8 @@ def test_generate_saves_its_buffer_on_sigterm_and_ctrl_c(tiny_model_dir, tmp_pat
     assert sorted(got) == sorted((f"q{i}", 0) for i in range(N_GEN)) and len(set(got)) == N_GEN
 
 
-def test_score_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_score_saves_its_buffer_on_sigterm_and_ctrl_c(tiny_model_dir, tmp_path, sig, code):
     gen = tmp_path / "gen"
     made = subprocess.run(
         generate_cmd(tiny_model_dir, problems(tmp_path / "p.jsonl", N_GEN, "q"), gen), env=ENV
@@ -179,16 +180,29 @@ def test_score_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
         *(sys.executable, "-m", "stepprune.cli", "score", "-i", str(gen), "--out", str(out)),
         *("--model", str(tiny_model_dir), "--set", "group_rows=2", "--set", "flush_seconds=3600"),
     ]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint
+    )
     wait_for(proc, r"rescore: (?:[4-9]|\d\d+)cot")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == code
     assert no_temp_files(out) and 4 <= len(keys(out)) < N_GEN
+    saved_line(proc, sig, len(keys(out)))
     assert subprocess.run(cmd, env=ENV, capture_output=True).returncode == 0
     assert sorted(keys(out)) == sorted(keys(gen))
 
 
-def test_eval_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
+def saved_line(proc, sig, saved: int) -> None:
+    """The one line a stopped stage prints: the signal's name and the rows it saved."""
+    os.set_blocking(proc.stderr.fileno(), True)
+    message = proc.stderr.read().decode()
+    stopped = re.search(r"error: stopped by (SIG\w+): (\d+) new rows saved", message)
+    assert stopped and stopped.group(1) == sig.name, message[-2000:]
+    assert int(stopped.group(2)) == saved
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_eval_saves_its_buffer_on_sigterm_and_ctrl_c(tiny_model_dir, tmp_path, sig, code):
     from conftest import tiny_generate
 
     gen = tiny_generate(tiny_model_dir, tmp_path, 12, max_new_tokens=40, temperature=1.2)
@@ -199,13 +213,16 @@ def test_eval_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
         *("--set", "flush_seconds=3600", "--set", "answer_tokens=16", "--set", "bootstrap=20"),
         *("--set", "kappas=[0.0, 0.5, 1.0]", "--set", "strategies=[low, random]"),
     ]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint
+    )
     wait_for(proc, r"eval:\s+\d+%\|[^|]*\|\s+(?:[6-9]|[1-9]\d)/")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == code
     results = out / "results"
     saved = read_table(results, EVAL_RESULTS).num_rows
     assert saved >= 6 and no_temp_files(out)
+    saved_line(proc, sig, saved)
     assert subprocess.run(cmd, env=ENV, capture_output=True).returncode == 0
     table = read_table(results, EVAL_RESULTS)
     rows = list(
@@ -215,6 +232,18 @@ def test_eval_saves_its_buffer_on_sigterm(tiny_model_dir, tmp_path):
         )
     )
     assert len(rows) == len(set(rows)) > saved
+    # the full expected set: every trajectory with a step, low at one seed and random at three
+    # (eval's default random_seeds), each at the three kappas
+    gens = read_table(gen, GENERATIONS).to_pylist()
+    specs = [("low", 0)] + [("random", s) for s in range(3)]
+    expected = {
+        (g["problem_id"], name, k, seed)
+        for g in gens
+        if g["n_steps"] >= 1
+        for name, seed in specs
+        for k in (0.0, 0.5, 1.0)
+    }
+    assert set(rows) == expected
 
 
 @pytest.mark.parametrize("stage", ["score", "eval"])
