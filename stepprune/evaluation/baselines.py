@@ -17,8 +17,9 @@ model and shown in every table and plot (``--baseline NAME=SPEC``).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from stepprune.evaluation.bench_layout import check_entry_name
 
 COD = (
     "Think step by step, but only keep a minimum draft for each thinking step, with 5 words at "
@@ -48,8 +49,7 @@ def parse_baseline(item: str) -> Baseline:
     name, spec = name.strip(), spec.strip()
     if not sep or not name or not spec:
         raise ValueError(f"baseline {item!r}: expected NAME=SPEC (budget:N, nothink, prompt:cod)")
-    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name):
-        raise ValueError(f"baseline name {name!r}: letters, digits, '.', '_' and '-' only")
+    check_entry_name("baseline", name)
     kind, _, arg = spec.partition(":")
     if kind == "nothink" and not arg:
         return Baseline(name, "nothink")

@@ -38,40 +38,25 @@ COLUMNS += ["n_steps", "steps"]
 
 
 def load_rows(cfg):
-    """Every generated row of every (model, benchmark), with its skip count and its
-    thinking-efficiency metrics (``evaluation.efficiency``)."""
+    """Every counted row (``bench_layout.counted_rows``) of every (model, benchmark), with its
+    skip count and its thinking-efficiency metrics (``evaluation.efficiency``)."""
     import polars as pl
 
-    from stepprune.evaluation.bench_layout import benchmark_name, pair_dir
+    from stepprune.evaluation.bench_layout import benchmark_name, counted_rows
     from stepprune.evaluation.efficiency import efficiency_columns
-    from stepprune.schema import GENERATIONS
-    from stepprune.shards import read_table
 
     frames = []
     for source in cfg.benchmarks:
-        bench = benchmark_name(source)
-        wanted = _problem_ids(cfg, source)
         for name in cfg.entry_names():
-            table = read_table(pair_dir(cfg.out, name, bench), GENERATIONS, COLUMNS)
-            # rows an earlier run made beyond this run's limit or n_samples stay out
-            df = pl.from_arrow(table).filter(
-                pl.col("problem_id").is_in(wanted) & (pl.col("sample_index") < cfg.n_samples)
-            )
-            df = df.with_columns(
+            df = counted_rows(cfg, name, source, COLUMNS).with_columns(
                 n_skip=pl.col("steps").list.eval(pl.element().struct.field("is_skip")).list.sum(),
                 model=pl.lit(name),
-                benchmark=pl.lit(bench),
+                benchmark=pl.lit(benchmark_name(source)),
             )
             frames.append(efficiency_columns(df, cfg.reflection_markers).drop("steps"))
     rows = pl.concat(frames)
     order = {name: i for i, name in enumerate(cfg.entry_names())}
     return rows.sort(pl.col("model").replace_strict(order), maintain_order=True)
-
-
-def _problem_ids(cfg, source: str) -> list[str]:
-    from stepprune.data.load import load_problems
-
-    return [p.id for p in load_problems(source, data_dir=cfg.data_dir, limit=cfg.limit)]
 
 
 def ks(n: int) -> list[int]:

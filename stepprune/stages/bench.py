@@ -20,7 +20,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from stepprune.evaluation.baselines import generate_overrides
-from stepprune.evaluation.bench_layout import benchmark_name, pair_dir
+from stepprune.evaluation.bench_layout import (
+    benchmark_name,
+    check_entry_name,
+    counted_rows,
+    pair_dir,
+)
 from stepprune.evaluation.bench_layout import saved_rows as saved_rows
 from stepprune.evaluation.efficiency import MARKERS
 from stepprune.generation.sampling import SamplingOptions
@@ -80,10 +85,8 @@ class BenchConfig(SamplingOptions, ExecutorOptions):
         return [*models, *baselines]
 
     def named_models(self) -> dict[str, str]:
-        """name -> model, in the given order; names must be unique path-safe words: a name is
-        a directory under ``out/generations``, so '..', '.x' or 'a/b' would leave it."""
-        import re
-
+        """name -> model, in the given order; names must be unique path-safe words
+        (``bench_layout.check_entry_name``)."""
         if not self.models:
             raise ValueError("bench needs models: --model base=MODEL --model trained=PATH ...")
         named: dict[str, str] = {}
@@ -92,11 +95,7 @@ class BenchConfig(SamplingOptions, ExecutorOptions):
             name, model = name.strip(), model.strip()
             if not sep or not name or not model:
                 raise ValueError(f"model {item!r}: expected name=model")
-            if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name):
-                raise ValueError(
-                    f"model name {name!r}: letters, digits, '.', '_' and '-' only, "
-                    "not starting with '.'"
-                )
+            check_entry_name("model", name)
             if name in named:
                 raise ValueError(f"model name {name!r} is given twice")
             named[name] = model
@@ -200,16 +199,7 @@ def _thinking_style(cfg, model: str) -> str:
 def _mean_thinking(cfg, model: str, source: str) -> float:
     """A model's mean thinking tokens on one benchmark, over the rows the tables count (this
     run's limit and n_samples), so a resume with the same settings gets the same budget."""
-    import polars as pl
-
-    from stepprune.data.load import load_problems
-    from stepprune.schema import GENERATIONS
-    from stepprune.shards import read_table
-
-    ids = [p.id for p in load_problems(source, data_dir=cfg.data_dir, limit=cfg.limit)]
-    cols = ["problem_id", "sample_index", "n_thinking_tokens"]
-    rows = pl.from_arrow(read_table(_pair(cfg, model, source), GENERATIONS, columns=cols))
-    rows = rows.filter(pl.col("problem_id").is_in(ids) & (pl.col("sample_index") < cfg.n_samples))
+    rows = counted_rows(cfg, model, source, ["n_thinking_tokens"])
     if not rows.height:
         raise ValueError(f"budget:match={model}: {model} has no rows on {source} to match")
     return float(rows["n_thinking_tokens"].mean())
