@@ -45,3 +45,12 @@ def answer_batch(batch, backend, spec, cfg):
         correct=pl.Series(correct, dtype=pl.Boolean),
         created_at=pl.lit(created),
     )
+
+
+def answered_rows(variants, answers, cfg, label: str) -> list[dict]:
+    """The result rows of ``variants`` answered by ``answers`` (``answer_batch``), as written
+    (local and Ray alike)."""
+    import polars as pl
+
+    rows = variants.join(answers, on="_pid", how="inner").drop("_t", "_pid", "model")
+    return rows.with_columns(backend=pl.lit(cfg.backend), model=pl.lit(label)).to_dicts()

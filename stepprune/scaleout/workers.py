@@ -139,7 +139,7 @@ class EvalWorker:
     def __call__(self, rows: list[dict]):
         import polars as pl
 
-        from stepprune.evaluation.answering import answer_batch
+        from stepprune.evaluation.answering import answer_batch, answered_rows
 
         if not rows:
             return
@@ -147,10 +147,7 @@ class EvalWorker:
         batch = self.prompts.filter(pl.col("_pid").is_in(todo["_pid"].unique().to_list()))
         answers = answer_batch(batch, self.backend, self.spec, self.cfg)
         self.last_tokens = int(answers["answer_prompt_tokens"].sum())
-        out = todo.join(answers, on="_pid", how="inner").drop("_t", "_pid", "model")
-        yield out.with_columns(
-            backend=pl.lit(self.cfg.backend), model=pl.lit(self.label)
-        ).to_dicts()
+        yield answered_rows(todo, answers, self.cfg, self.label)
 
 
 def _absolute(path: str) -> str:

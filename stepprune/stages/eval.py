@@ -184,7 +184,7 @@ def answer_variants(variants, cfg: EvalConfig, tokenizer, results_dir) -> None:
     from tqdm.auto import tqdm
 
     from stepprune.evaluation.answer_prompts import distinct_prompts
-    from stepprune.evaluation.answering import answer_batch, answer_engine
+    from stepprune.evaluation.answering import answer_batch, answer_engine, answered_rows
     from stepprune.models import model_label
 
     variants, prompts = distinct_prompts(variants, tokenizer, cfg.max_prompt_tokens)
@@ -202,12 +202,10 @@ def answer_variants(variants, cfg: EvalConfig, tokenizer, results_dir) -> None:
             batch = prompts.slice(start, cfg.batch_size)
             answers = answer_batch(batch, backend, spec, cfg)
             mine = variants.filter(pl.col("_pid").is_between(start, start + batch.height - 1))
-            rows = mine.join(answers, on="_pid", how="inner").drop("_t", "_pid", "model")
-            writer.write(
-                rows.with_columns(backend=pl.lit(cfg.backend), model=pl.lit(label)).to_dicts()
-            )
+            rows = answered_rows(mine, answers, cfg, label)
+            writer.write(rows)
             writer.maybe_flush()
-            bar.update(rows.height)
+            bar.update(len(rows))
     bar.close()
 
 
