@@ -130,15 +130,13 @@ def extension_class(name: str) -> type:
     from stepprune.rl.eg import PositiveAbsolute, RolloutStats
     from stepprune.rl.length_rewards import GroupLength
 
-    classes = {"positive_absolute": PositiveAbsolute, "rollout_stats": RolloutStats, "ceeh": CEEH}
-    return {**classes, "group_length": GroupLength}[name]
+    classes = {"positive_absolute": PositiveAbsolute, "rollout_stats": RolloutStats}
+    classes |= {"ceeh": CEEH, "group_length": GroupLength}
+    return classes[name]
 
 
 def build_extensions(name: str, options: dict, rewards: list) -> list:
     """The method's trainer extensions, wired to its reward instances."""
-    from stepprune.rl.ceeh import CEEH
-    from stepprune.rl.eg import PositiveAbsolute, RolloutStats
-
     method = METHODS[name]
     stray = sorted(set(options) - set(method.extensions))
     if stray:
@@ -147,40 +145,21 @@ def build_extensions(name: str, options: dict, rewards: list) -> list:
     built = []
     for ext, defaults in method.extensions.items():
         kwargs = {**defaults, **(options.get(ext) or {})}
+        if ext == "rollout_stats":
+            clip = by_name.get("eg_compress") or by_name.get("eg_length")
+            kwargs.setdefault("max_tokens", getattr(clip, "max_tokens", None))
         try:
-            if ext == "positive_absolute":
-                built.append(PositiveAbsolute(**kwargs))
-            elif ext == "rollout_stats":
-                clip = by_name.get("eg_compress") or by_name.get("eg_length")
-                kwargs.setdefault("max_tokens", getattr(clip, "max_tokens", None))
-                built.append(RolloutStats(**kwargs))
-            elif ext == "ceeh":
-                built.append(_ceeh(CEEH, kwargs, by_name))
-            else:
-                built.append(_group_length(kwargs, by_name))
+            extension = extension_class(ext)(**kwargs)
         except TypeError as e:
             raise ValueError(f"method_kwargs.{ext}: bad options {sorted(kwargs)} ({e})") from e
+        if ext in ("ceeh", "group_length"):  # they fill or read reward columns by name
+            for needed in (extension.correctness, extension.length):
+                if needed not in by_name:
+                    raise ValueError(f"{ext} needs the reward {needed!r} in reward_funcs")
+        if ext == "ceeh" and "correct_value" not in kwargs:
+            extension.correct_value = by_name[extension.correctness].correct
+        built.append(extension)
     return built
-
-
-def _ceeh(cls, kwargs: dict, rewards: dict):
-    extension = cls(**kwargs)
-    for needed in (extension.correctness, extension.length):
-        if needed not in rewards:
-            raise ValueError(f"ceeh needs the reward {needed!r} in reward_funcs")
-    if "correct_value" not in kwargs:
-        extension.correct_value = rewards[extension.correctness].correct
-    return extension
-
-
-def _group_length(kwargs: dict, rewards: dict):
-    from stepprune.rl.length_rewards import GroupLength
-
-    extension = GroupLength(**kwargs)
-    for needed in (extension.correctness, extension.length):
-        if needed not in rewards:
-            raise ValueError(f"group_length needs the reward {needed!r} in reward_funcs")
-    return extension
 
 
 def reward_names(cfg) -> list[str]:
