@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stepprune.cot.steps import THINK_OPEN
 from stepprune.evaluation.bench_layout import check_entry_name
 
 COD = (
@@ -81,7 +82,7 @@ def generate_overrides(b: Baseline, style: str, budget: float | None = None) -> 
         if style == "opens":
             return {"prompt_prefill": NOTHINK}
         if style == "tags":
-            return {"prompt_prefill": "<think>\n" + NOTHINK}
+            return {"prompt_prefill": THINK_OPEN + "\n" + NOTHINK}
         return {"prompt_template": DIRECT}
     return {"prompt_template": b.template}
 
@@ -94,6 +95,6 @@ def thinking_style(tokenizer, system_prompt=None) -> str:
 
     messages = chat_prompt("x", "{problem}", system_prompt)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    if text.rstrip().endswith("<think>"):
+    if text.rstrip().endswith(THINK_OPEN):
         return "opens"
-    return "tags" if "<think>" in str(tokenizer.chat_template or "") else "none"
+    return "tags" if THINK_OPEN in str(tokenizer.chat_template or "") else "none"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from stepprune.cot.steps import THINK_CLOSE, THINK_OPEN
 from stepprune.data.prompts import INSTRUCT_LEAD_IN, THINK_LEAD_IN
 
 ANSWER_TOKENS = 64
@@ -20,8 +21,8 @@ ANSWER_TOKENS = 64
 
 def lead_in(prompt_text: str, completion_text: str) -> str:
     """The reasoning lead-in when the thinking is open (prompt or completion opened <think>)."""
-    opened = prompt_text.rstrip().endswith("<think>") or "<think>" in completion_text
-    return THINK_LEAD_IN if opened and "</think>" not in completion_text else INSTRUCT_LEAD_IN
+    opened = prompt_text.rstrip().endswith(THINK_OPEN) or THINK_OPEN in completion_text
+    return THINK_LEAD_IN if opened and THINK_CLOSE not in completion_text else INSTRUCT_LEAD_IN
 
 
 def joined(first, forced_ids: list[int], second):
